@@ -1,0 +1,1 @@
+"""Triton kernels (installed as inference_pio.kernels), one module per op family."""

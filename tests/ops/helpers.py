@@ -1,0 +1,45 @@
+"""Helpers for op tests: which backends can run here, poisoned outputs, comparison to float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference_pio.ops import _dispatch
+from .tolerances import TOLERANCES
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def test_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def runnable_backends(op_name: str, device: torch.device | None = None) -> list:
+    """pytest params for every backend of ``op_name`` except reference; unrunnable ones skip with the reason."""
+    device = device or test_device()
+    op = _dispatch.op(op_name)
+    params = []
+    for backend in ("cpu", "triton", "cuda"):
+        reason = _dispatch.backend_runs_on(backend, device)
+        marks = []
+        if not op.has(backend):
+            marks = [pytest.mark.skip(reason=f"{op_name} has no {backend} backend yet")]
+        elif reason is not None:
+            marks = [pytest.mark.skip(reason=reason)]
+        params.append(pytest.param(backend, marks=marks, id=backend))
+    return params
+
+
+def poisoned_like(t: torch.Tensor) -> torch.Tensor:
+    """A NaN-filled tensor: any element the kernel forgets to write fails the comparison."""
+    return torch.full_like(t, float("nan"))
+
+
+def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dtype, tolerances=TOLERANCES, msg: str = "") -> None:
+    atol, rtol = tolerances[dtype]
+    torch.testing.assert_close(actual.double(), expected64.double(), atol=atol, rtol=rtol, msg=msg or None)
+
+
+def randn(*shape, dtype=torch.float32, device=None, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(*shape, dtype=torch.float32, device=device or test_device()) * scale).to(dtype)
