@@ -43,3 +43,16 @@ def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dt
 
 def randn(*shape, dtype=torch.float32, device=None, scale: float = 1.0) -> torch.Tensor:
     return (torch.randn(*shape, dtype=torch.float32, device=device or test_device()) * scale).to(dtype)
+
+
+def interpreted(backend: str) -> bool:
+    """True when ``backend`` runs through Triton's (slow) CPU interpreter: tests then keep sizes small."""
+    import os
+
+    return backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def skip_if_interpreted_and_large(backend: str, work: int, limit: int = 1 << 16) -> None:
+    """Skips a case whose ``work`` (e.g. tokens x heads x head_dim) is too big for the interpreter."""
+    if interpreted(backend) and work > limit:
+        pytest.skip(f"too large for the Triton interpreter ({work} > {limit}); runs on a GPU")
