@@ -56,3 +56,46 @@ def test_rms_norm_default_backend_is_cpu_on_cpu():
     from inference_pio.ops import _dispatch
 
     assert _dispatch.op("rms_norm").candidates(torch.device("cpu"))[0] == "cpu"
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: (torch.randn(4, 8), torch.ones(7)), "weight must have shape"),
+        (lambda: (torch.randn(4, 8), torch.ones(1, 8)), "weight must have 1 dimensions"),
+        (lambda: (torch.randn(4, 8), torch.ones(8, dtype=torch.float16)), "weight must have dtype"),
+        (lambda: (torch.randn(4, 8, dtype=torch.float16), torch.ones(8, dtype=torch.bfloat16)), "weight must have dtype"),
+        (lambda: (torch.randn(8, 4).t(), torch.ones(8)), "x must have a contiguous last dimension"),
+        (lambda: (torch.randn(4, 8).to(torch.int32), torch.ones(8)), "x must have dtype"),
+        (lambda: (torch.randn(4, 8, dtype=torch.float64), torch.ones(8)), "x must have dtype"),
+        (lambda: ([[1.0]], torch.ones(1)), "x must be a torch.Tensor"),
+    ],
+)
+def test_rms_norm_bad_input_names_the_argument(make, match):
+    x, w = make()
+    with pytest.raises((ValueError, TypeError), match=match):
+        ops.rms_norm(x, w)
+
+
+def test_rms_norm_bad_out_and_eps():
+    x, w = torch.randn(4, 8), torch.ones(8)
+    with pytest.raises(ValueError, match="out must have shape"):
+        ops.rms_norm(x, w, out=torch.empty(4, 9))
+    with pytest.raises(ValueError, match="out must have dtype"):
+        ops.rms_norm(x, w, out=torch.empty(4, 8, dtype=torch.float16))
+    with pytest.raises(ValueError, match="eps must be"):
+        ops.rms_norm(x, w, -1.0)
+
+
+def test_rms_norm_unmergeable_rows_are_rejected():
+    x = torch.randn(4, 6, 8).transpose(0, 1)  # last dim contiguous, leading dims not mergeable
+    with pytest.raises(ValueError, match="cannot be merged into rows"):
+        ops.rms_norm(x, torch.ones(8))
+
+
+def test_fused_add_rms_norm_bad_input():
+    x = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="residual must have shape"):
+        ops.fused_add_rms_norm(x, torch.randn(4, 7), torch.ones(8))
+    with pytest.raises(ValueError, match="residual must have dtype"):
+        ops.fused_add_rms_norm(x, torch.randn(4, 8, dtype=torch.bfloat16), torch.ones(8))

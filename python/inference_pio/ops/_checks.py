@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -77,7 +78,7 @@ def rows_2d(name: str, t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 2:
         return t
     try:
-        return t.view(-1, t.shape[-1])
+        return t.view(math.prod(t.shape[:-1]), t.shape[-1])  # explicit rows: -1 is ambiguous when empty
     except RuntimeError:
         raise ValueError(
             f"{name} has strides {t.stride()} for shape {tuple(t.shape)}: its leading dimensions cannot be "

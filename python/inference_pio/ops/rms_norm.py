@@ -58,7 +58,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, out: t
     eps = _check_eps(eps)
     out = check_out(out, tuple(x.shape), x)
     x2 = rows_2d("x", x)
-    _rms_norm(x.device, x2, weight, eps, out.view(-1, x.shape[-1]))
+    _rms_norm(x.device, x2, weight, eps, out.view(x2.shape))
     return out
 
 

@@ -1,0 +1,56 @@
+"""Choosing the CPU kernel module by ISA at run time."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from inference_pio import _native
+from inference_pio.ops import _tensor
+from inference_pio.ops.rms_norm import rms_norm_reference
+
+
+def test_best_isa_is_chosen_by_default():
+    supported = _native.supported_cpu_isas()
+    assert supported, "this test machine runs at least AVX2"
+    assert _native.cpu_module().isa == supported[0]
+
+
+@pytest.mark.parametrize("isa", _native.ISA_PREFERENCE)
+def test_every_supported_isa_module_computes_the_same(isa):
+    if isa not in _native.supported_cpu_isas():
+        pytest.skip(f"this CPU cannot run {isa}")
+    mod = _native.cpu_module(isa)
+    assert mod.isa == isa
+    x = torch.randn(5, 333, dtype=torch.bfloat16)
+    w = torch.randn(333, dtype=torch.bfloat16)
+    out = torch.full_like(x, float("nan"))
+    mod.rms_norm(_tensor.view(out), _tensor.view(x), _tensor.view(w), 1e-6)
+    torch.testing.assert_close(out.double(), rms_norm_reference(x.double(), w.double(), 1e-6), atol=1.6e-2, rtol=1.6e-2)
+
+
+def _isa_in_subprocess(value: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **{_native.CPU_ISA_ENV: value})
+    code = "from inference_pio import _native; print(_native.cpu_module().isa)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_env_var_caps_the_isa():
+    proc = _isa_in_subprocess("avx2")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "avx2"
+
+
+def test_unknown_isa_in_env_var_is_a_clear_error():
+    proc = _isa_in_subprocess("sse9")
+    assert proc.returncode != 0
+    assert "INFERENCE_PIO_CPU_ISA='sse9' is not one of" in proc.stderr
+
+
+def test_cpu_kernels_reject_cuda_views():
+    x = torch.randn(2, 16)
+    fake_cuda = (x.data_ptr(), 0, (2, 16), (16, 1), 1, 0, 0)  # a view claiming to live on a GPU
+    with pytest.raises(ValueError, match="out must be a CPU tensor"):
+        _native.cpu_module().rms_norm(fake_cuda, _tensor.view(x), _tensor.view(torch.ones(16)), 1e-6)
