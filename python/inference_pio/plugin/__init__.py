@@ -1,0 +1,30 @@
+"""The plugin mechanism: the plugin interface, the config base class, the manifest schema
+and the ``PluginManager`` that discovers plugins and creates them (see README.md here)."""
+
+from .compatibility import CompatibilityCheck, CompatibilityReport, check_compatibility
+from .config import BaseConfig, read_config_json
+from .dependencies import DependencyReport, UnmetDependency, check_dependencies
+from .discovery import BUILTIN_PACKAGE, ENTRY_POINT_GROUP, ENV_VAR, BrokenPlugin
+from .errors import (
+    ConfigError,
+    ManifestError,
+    MissingDependencyError,
+    NoPluginForModelError,
+    PluginError,
+    PluginInstallError,
+    PluginLoadError,
+    PluginNotFoundError,
+)
+from .interface import ModelPluginMetadata, PluginType, TextModelPluginInterface
+from .manager import PluginInfo, PluginManager
+from .manifest import MANIFEST_FILENAME, PluginManifest, load_manifest, parse_manifest
+
+__all__ = [
+    "BUILTIN_PACKAGE", "ENTRY_POINT_GROUP", "ENV_VAR", "MANIFEST_FILENAME",
+    "BaseConfig", "BrokenPlugin", "CompatibilityCheck", "CompatibilityReport", "ConfigError",
+    "DependencyReport", "ManifestError", "MissingDependencyError", "ModelPluginMetadata",
+    "NoPluginForModelError", "PluginError", "PluginInfo", "PluginInstallError",
+    "PluginLoadError", "PluginManager", "PluginManifest", "PluginNotFoundError", "PluginType",
+    "TextModelPluginInterface", "UnmetDependency", "check_compatibility", "check_dependencies",
+    "load_manifest", "parse_manifest", "read_config_json",
+]

@@ -1,0 +1,20 @@
+"""Reading model weights: safetensors checkpoints (single file or shards), fused projections
+and tied embeddings built at load."""
+
+from .errors import WeightLoadError
+from .fusion import EMBED_NAME, LM_HEAD_NAME, fuse_into, fuse_rows, tie_embeddings
+from .safetensors_header import TensorEntry, read_header
+from .safetensors_loader import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    SafetensorsCheckpoint,
+    load_state,
+    open_checkpoint,
+    resolve_dtype,
+)
+
+__all__ = [
+    "EMBED_NAME", "INDEX_FILE", "LM_HEAD_NAME", "SINGLE_FILE", "SafetensorsCheckpoint",
+    "TensorEntry", "WeightLoadError", "fuse_into", "fuse_rows", "load_state", "open_checkpoint",
+    "read_header", "resolve_dtype", "tie_embeddings",
+]
