@@ -1,0 +1,51 @@
+"""Launch helpers shared by the Triton kernels: argument checks a backend adds on top of the op's
+validation, block-size choice, and the interpreter switch.
+
+Kernels run on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` was set before import.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from inference_pio.ops._dispatch import BackendUnsupported
+
+# Head dims are padded to the next power of two inside the attention kernels; above this the
+# tiles no longer fit in registers/shared memory of one program.
+MAX_HEAD_DIM = 256
+
+
+def interpreted() -> bool:
+    """True when kernels run through Triton's CPU interpreter (keep blocks small, one config)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def unsupported(op: str, reason: str) -> BackendUnsupported:
+    return BackendUnsupported(f"{op} (triton): {reason}")
+
+
+def check_head_dim(op: str, head_dim: int) -> int:
+    """The padded block for ``head_dim`` (at least 16: tl.dot needs K >= 16)."""
+    if head_dim > MAX_HEAD_DIM:
+        raise unsupported(op, f"head dim {head_dim} > {MAX_HEAD_DIM} is not supported")
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs must not silently drop to TF32 (10-bit mantissa) inside tl.dot."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def row_warps(block: int) -> int:
+    """Warps for a one-row-per-program kernel over ``block`` elements (~8 elements per thread)."""
+    return max(1, min(16, block // 256))
+
+
+@triton.jit
+def safe_max(m):
+    """Rows whose every score is masked have max -inf; subtracting 0 instead keeps exp() at 0, not NaN."""
+    return tl.where(m == float("-inf"), 0.0, m)
