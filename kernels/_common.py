@@ -49,3 +49,25 @@ def row_warps(block: int) -> int:
 def safe_max(m):
     """Rows whose every score is masked have max -inf; subtracting 0 instead keeps exp() at 0, not NaN."""
     return tl.where(m == float("-inf"), 0.0, m)
+
+
+@triton.jit
+def online_softmax_step(s, v, m, l, acc, DOT_PRECISION: tl.constexpr):
+    """One FlashAttention step: folds scores ``s [M, N]`` (log2 domain, -inf where masked) and
+    values ``v [N, D]`` into the running max ``m [M]``, sum ``l [M]`` and float32 ``acc [M, D]``."""
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_safe = safe_max(m_new)
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m - m_safe)
+    l = l * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l, acc
+
+
+@triton.jit
+def normalized(acc, l):
+    """``acc / l`` per row; rows that saw no key (l == 0) give zeros instead of NaN."""
+    return acc / tl.where(l > 0.0, l, 1.0)[:, None]
+
+
+LOG2E = 1.4426950408889634  # scores are scaled into the log2 domain so the kernels can use exp2
