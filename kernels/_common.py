@@ -24,6 +24,11 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def for_interpreter(interpret: bool | None) -> bool:
+    """Launch-config choosers take ``interpret`` so the compile tests can ask for the GPU config."""
+    return interpreted() if interpret is None else interpret
+
+
 def unsupported(op: str, reason: str) -> BackendUnsupported:
     return BackendUnsupported(f"{op} (triton): {reason}")
 

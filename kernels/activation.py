@@ -38,13 +38,18 @@ def _gated_kernel(x_ptr, out_ptr, x_row_stride, out_row_stride, d, ACT: tl.const
     tl.store(out_ptr + row * out_row_stride + cols, (act * up).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def launch_config(d: int) -> dict:
+    """Block and warps for output rows of ``d`` elements (also used by the compile tests)."""
+    return dict(BLOCK=min(BLOCK, triton.next_power_of_2(d)), num_warps=4)
+
+
 def _launch(x: torch.Tensor, out: torch.Tensor, act: int) -> None:
     rows, d = out.shape
     if rows == 0 or d == 0:
         return
-    block = min(BLOCK, triton.next_power_of_2(d))
-    grid = (rows, triton.cdiv(d, block))
-    _gated_kernel[grid](x, out, x.stride(0), out.stride(0), d, ACT=act, BLOCK=block, num_warps=4)
+    config = launch_config(d)
+    grid = (rows, triton.cdiv(d, config["BLOCK"]))
+    _gated_kernel[grid](x, out, x.stride(0), out.stride(0), d, ACT=act, **config)
 
 
 def silu_and_mul(x: torch.Tensor, out: torch.Tensor) -> None:

@@ -45,17 +45,22 @@ def _reshape_and_cache_kernel(k_ptr, v_ptr, kc_ptr, vc_ptr, slot_ptr,
                 vc_head_stride, heads, head_dim, BLOCK_H, BLOCK_D)
 
 
+def launch_config(num_heads: int, head_dim: int) -> dict:
+    """Heads per loop step and the padded head dim (also used by the compile tests)."""
+    block_d = triton.next_power_of_2(head_dim)
+    return dict(BLOCK_H=max(1, min(triton.next_power_of_2(num_heads), BLOCK_ELEMS // block_d)), BLOCK_D=block_d,
+                num_warps=4)
+
+
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                       slot_mapping: torch.Tensor) -> None:
     """Copies key/value [T, KVH, D] into the caches [num_blocks, block_size, KVH, D] at ``slot_mapping [T]``."""
     tokens, num_heads, head_dim = key.shape
     if tokens == 0:
         return
-    block_d = triton.next_power_of_2(head_dim)
-    block_h = max(1, min(triton.next_power_of_2(num_heads), BLOCK_ELEMS // block_d))
     _reshape_and_cache_kernel[(tokens,)](
         key, value, key_cache, value_cache, slot_mapping,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
         key_cache.stride(0), key_cache.stride(1), key_cache.stride(2),
         value_cache.stride(0), value_cache.stride(1), value_cache.stride(2),
-        key_cache.shape[1], num_heads, head_dim, BLOCK_H=block_h, BLOCK_D=block_d, num_warps=4)
+        key_cache.shape[1], num_heads, head_dim, **launch_config(num_heads, head_dim))

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, check_head_dim, dot_precision, interpreted, normalized, online_softmax_step, unsupported
+from ._common import LOG2E, check_head_dim, dot_precision, for_interpreter, normalized, online_softmax_step, unsupported
 
 OP = "paged_decode_attention"
 DEFAULT_PARTITION = 512
@@ -106,10 +106,12 @@ def _merge_partitions_kernel(part_out_ptr, part_m_ptr, part_l_ptr, out_ptr, out_
              mask=d < head_dim)
 
 
-def _block_n(block_d: int) -> int:
-    if interpreted():
-        return 16
-    return 32 if block_d > 128 else 64
+def launch_config(head_dim: int, group: int, partition: int, interpret: bool | None = None) -> dict:
+    """Block sizes and warps of ``_decode_kernel`` (also used by the compile tests)."""
+    block_d = check_head_dim(OP, head_dim)
+    block_n = 16 if for_interpreter(interpret) else (32 if block_d > 128 else 64)
+    return dict(BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=min(block_n, partition), BLOCK_D=block_d,
+                num_warps=8 if block_d > 128 else 4)
 
 
 def paged_decode_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
@@ -120,7 +122,7 @@ def paged_decode_attention(query: torch.Tensor, key_cache: torch.Tensor, value_c
     tokens per partition whenever the longest context exceeds it."""
     batch, num_heads, head_dim = query.shape
     num_kv_heads, block_size = key_cache.shape[2], key_cache.shape[1]
-    block_d = check_head_dim(OP, head_dim)
+    check_head_dim(OP, head_dim)
     group = num_heads // num_kv_heads
     if group > MAX_GROUP:
         raise unsupported(OP, f"{group} query heads per KV head > {MAX_GROUP}")
@@ -136,23 +138,22 @@ def paged_decode_attention(query: torch.Tensor, key_cache: torch.Tensor, value_c
                                     or max_context_len > SPLIT_ABOVE_CONTEXT)
     if not split:
         num_partitions = 1
-    block_n = min(_block_n(block_d), partition)
-    block_g = max(16, triton.next_power_of_2(group))
+    config = launch_config(head_dim, group, partition)
+    block_d = config["BLOCK_D"]
     if split:
         part_out = torch.empty(batch, num_heads, num_partitions, block_d, dtype=torch.float32, device=query.device)
         part_m = torch.empty(batch, num_heads, num_partitions, dtype=torch.float32, device=query.device)
         part_l = torch.empty_like(part_m)
     else:
         part_out = part_m = part_l = out  # unused placeholders (SPLIT=False never touches them)
-    num_warps = 8 if block_d > 128 else 4
     _decode_kernel[(batch, num_kv_heads, num_partitions)](
         query, key_cache, value_cache, block_tables, context_lens, out, part_out, part_m, part_l,
         query.stride(0), query.stride(1), key_cache.stride(0), key_cache.stride(1), key_cache.stride(2),
         value_cache.stride(0), value_cache.stride(1), value_cache.stride(2), block_tables.stride(0),
         out.stride(0), out.stride(1), scale * LOG2E, sliding_window or 0, block_size, group, head_dim,
         num_heads, num_partitions,
-        HAS_WINDOW=sliding_window is not None, SPLIT=split, PARTITION=partition, BLOCK_G=block_g, BLOCK_N=block_n,
-        BLOCK_D=block_d, DOT_PRECISION=dot_precision(query.dtype), num_warps=num_warps)
+        HAS_WINDOW=sliding_window is not None, SPLIT=split, PARTITION=partition,
+        DOT_PRECISION=dot_precision(query.dtype), **config)
     if split:
         _merge_partitions_kernel[(batch, num_heads)](
             part_out, part_m, part_l, out, out.stride(0), out.stride(1), num_heads, num_partitions, head_dim,

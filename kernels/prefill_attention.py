@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, check_head_dim, dot_precision, interpreted, normalized, online_softmax_step
+from ._common import LOG2E, check_head_dim, dot_precision, for_interpreter, normalized, online_softmax_step
 
 OP = "prefill_attention"
 
@@ -89,15 +89,19 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, bt_ptr,
              normalized(acc, l).to(out_ptr.dtype.element_ty), mask=row_mask)
 
 
-def _config(block_d: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per padded head dim; small tiles under the interpreter."""
-    if interpreted():
-        return 16, 16, 4, 1
-    if block_d <= 64:
-        return 128, 64, 4, 3
-    if block_d <= 128:
-        return 128, 64, 8, 2
-    return 64, 32, 8, 2
+def launch_config(head_dim: int, interpret: bool | None = None) -> dict:
+    """Tiles, warps and pipeline stages of ``_prefill_kernel`` per head dim (also used by the compile
+    tests); small tiles under the interpreter, where padding costs time."""
+    block_d = check_head_dim(OP, head_dim)
+    if for_interpreter(interpret):
+        block_m, block_n, warps, stages = 16, 16, 4, 1
+    elif block_d <= 64:
+        block_m, block_n, warps, stages = 128, 64, 4, 3
+    elif block_d <= 128:
+        block_m, block_n, warps, stages = 128, 64, 8, 2
+    else:
+        block_m, block_n, warps, stages = 64, 32, 8, 2
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
 
 
 def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens_q: torch.Tensor,
@@ -106,7 +110,7 @@ def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
                       out: torch.Tensor) -> None:
     """Writes ``out [total_q, H, D]``. ``max_seqlen_k`` is not needed (key ranges come from cu_seqlens_k)."""
     total_q, num_heads, head_dim = query.shape
-    block_d = check_head_dim(OP, head_dim)
+    config = launch_config(head_dim)
     batch = cu_seqlens_q.shape[0] - 1
     if total_q == 0 or batch == 0:
         return
@@ -124,12 +128,10 @@ def prefill_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
         k_strides = (key.stride(0), 0, key.stride(1))
         v_strides = (value.stride(0), 0, value.stride(1))
         bt, bt_stride, block_size = cu_seqlens_k, 0, 1  # bt is an unused placeholder pointer
-    block_m, block_n, num_warps, num_stages = _config(block_d)
-    grid = (triton.cdiv(max_seqlen_q, block_m), batch, num_heads)
+    grid = (triton.cdiv(max_seqlen_q, config["BLOCK_M"]), batch, num_heads)
     _prefill_kernel[grid](
         query, key, value, out, cu_seqlens_q, cu_seqlens_k, bt,
         query.stride(0), query.stride(1), *k_strides, *v_strides, out.stride(0), out.stride(1), bt_stride,
         scale * LOG2E, sliding_window or 0, block_size, num_heads // num_kv_heads, head_dim,
         CAUSAL=bool(causal), HAS_WINDOW=sliding_window is not None, PAGED=paged,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=num_warps, num_stages=num_stages)
+        DOT_PRECISION=dot_precision(query.dtype), **config)

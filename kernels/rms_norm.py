@@ -81,9 +81,10 @@ def _fused_add_rms_norm_kernel(x_ptr, res_ptr, w_ptr, x_row_stride, res_row_stri
             tl.store(x_row + start + cols, (r * rstd * w).to(x_ptr.dtype.element_ty), mask=mask)
 
 
-def _block(hidden: int) -> tuple[int, bool]:
+def launch_config(hidden: int) -> dict:
+    """Constexprs and warps of both kernels for rows of ``hidden`` elements (also used by the compile tests)."""
     block = min(triton.next_power_of_2(hidden), MAX_BLOCK)
-    return block, hidden <= block
+    return dict(BLOCK=block, ONE_PASS=hidden <= block, num_warps=row_warps(block))
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tensor) -> None:
@@ -91,9 +92,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, out: torch.Tenso
     rows, hidden = x.shape
     if rows == 0 or hidden == 0:
         return
-    block, one_pass = _block(hidden)
-    _rms_norm_kernel[(rows,)](x, weight, out, x.stride(0), out.stride(0), hidden, eps,
-                              BLOCK=block, ONE_PASS=one_pass, num_warps=row_warps(block))
+    _rms_norm_kernel[(rows,)](x, weight, out, x.stride(0), out.stride(0), hidden, eps, **launch_config(hidden))
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
@@ -101,6 +100,5 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     rows, hidden = x.shape
     if rows == 0 or hidden == 0:
         return
-    block, one_pass = _block(hidden)
     _fused_add_rms_norm_kernel[(rows,)](x, residual, weight, x.stride(0), residual.stride(0), hidden, eps,
-                                        BLOCK=block, ONE_PASS=one_pass, num_warps=row_warps(block))
+                                        **launch_config(hidden))

@@ -56,6 +56,12 @@ def _rotary_kernel(pos_ptr, q_ptr, k_ptr, cache_ptr, q_token_stride, q_head_stri
                       cos, sin, half, IS_NEOX, BLOCK_H, BLOCK_HALF)
 
 
+def launch_config(num_q_heads: int, num_k_heads: int, rot: int) -> dict:
+    """Heads per program and the padded half rotary width (also used by the compile tests)."""
+    return dict(BLOCK_H=min(BLOCK_HEADS, triton.next_power_of_2(max(num_q_heads, num_k_heads, 1))),
+                BLOCK_HALF=triton.next_power_of_2(max(rot // 2, 1)), num_warps=4)
+
+
 def rotary_embedding(positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None,
                      cos_sin_cache: torch.Tensor, is_neox: bool) -> None:
     """Rotates query [T, H, D] and key [T, KVH, D] (or None) in place at ``positions [T]``."""
@@ -64,11 +70,11 @@ def rotary_embedding(positions: torch.Tensor, query: torch.Tensor, key: torch.Te
         return
     half = cos_sin_cache.shape[1] // 2
     num_k_heads = key.shape[1] if key is not None else 0
-    block_h = min(BLOCK_HEADS, triton.next_power_of_2(max(num_q_heads, num_k_heads, 1)))
+    config = launch_config(num_q_heads, num_k_heads, cos_sin_cache.shape[1])
+    block_h = config["BLOCK_H"]
     head_blocks = triton.cdiv(num_q_heads, block_h) + triton.cdiv(num_k_heads, block_h)
     k = key if key is not None else query  # a placeholder pointer; HAS_KEY=False never touches it
     _rotary_kernel[(tokens, head_blocks)](
         positions, query, k, cos_sin_cache, query.stride(0), query.stride(1), k.stride(0), k.stride(1),
         cos_sin_cache.stride(0), num_q_heads, num_k_heads, half,
-        HAS_KEY=key is not None, IS_NEOX=bool(is_neox), BLOCK_H=block_h,
-        BLOCK_HALF=triton.next_power_of_2(max(half, 1)), num_warps=4)
+        HAS_KEY=key is not None, IS_NEOX=bool(is_neox), **config)
