@@ -99,7 +99,8 @@ def _merge_partitions_kernel(part_out_ptr, part_m_ptr, part_l_ptr, out_ptr, out_
         m = tl.load(part_m_ptr + base + p0 + p, mask=p_mask, other=float("-inf"))
         l = tl.load(part_l_ptr + base + p0 + p, mask=p_mask, other=0.0)
         w = l * tl.exp2(m - m_max)  # empty partitions: l = 0 and exp2(-inf) = 0
-        o = tl.load(part_out_ptr + (base + p0 + p)[:, None] * BLOCK_D + d[None, :], mask=p_mask[:, None], other=0.0)
+        o = tl.load(part_out_ptr + (base + p0 + p)[:, None] * BLOCK_D + d[None, :],
+                    mask=p_mask[:, None] & (d[None, :] < head_dim), other=0.0)
         total += tl.sum(w[:, None] * o, 0)
         weight_sum += tl.sum(w, 0)
     tl.store(out_ptr + b * out_stride_b + h * out_stride_h + d, (total / weight_sum).to(out_ptr.dtype.element_ty),
