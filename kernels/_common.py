@@ -57,6 +57,13 @@ def safe_max(m):
 
 
 @triton.jit
+def softmax_start(ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Empty online-softmax state: running max -inf, sum 0, float32 accumulator [ROWS, BLOCK_D]."""
+    m = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    return m, tl.zeros([ROWS], dtype=tl.float32), tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)
+
+
+@triton.jit
 def online_softmax_step(s, v, m, l, acc, DOT_PRECISION: tl.constexpr):
     """One FlashAttention step: folds scores ``s [M, N]`` (log2 domain, -inf where masked) and
     values ``v [N, D]`` into the running max ``m [M]``, sum ``l [M]`` and float32 ``acc [M, D]``."""
@@ -67,6 +74,16 @@ def online_softmax_step(s, v, m, l, acc, DOT_PRECISION: tl.constexpr):
     l = l * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return m_new, l, acc
+
+
+@triton.jit
+def load_kv_tile(k_ptr, v_ptr, k_tok, v_tok, j_mask, d, head_dim):
+    """K transposed [D, N] and V [N, D] of the tokens at element offsets ``k_tok``/``v_tok [N]``
+    (head included); masked tokens and padded dims read as zeros."""
+    d_mask = d < head_dim
+    kt = tl.load(k_ptr + k_tok[None, :] + d[:, None], mask=j_mask[None, :] & d_mask[:, None], other=0.0)
+    v = tl.load(v_ptr + v_tok[:, None] + d[None, :], mask=j_mask[:, None] & d_mask[None, :], other=0.0)
+    return kt, v
 
 
 @triton.jit

@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, check_head_dim, dot_precision, for_interpreter, normalized, online_softmax_step, unsupported
+from ._common import (LOG2E, check_head_dim, dot_precision, for_interpreter, load_kv_tile, normalized,
+                      online_softmax_step, softmax_start, unsupported)
 
 OP = "paged_decode_attention"
 DEFAULT_PARTITION = 512
@@ -52,20 +53,17 @@ def _decode_kernel(q_ptr, kc_ptr, vc_ptr, bt_ptr, ctx_ptr, out_ptr, part_out_ptr
     q_mask = (g[:, None] < group) & (d[None, :] < head_dim)
     q = tl.load(q_ptr + b * q_stride_b + heads[:, None] * q_stride_h + d[None, :], mask=q_mask, other=0.0)
 
-    m = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
-    l = tl.zeros([BLOCK_G], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    m, l, acc = softmax_start(BLOCK_G, BLOCK_D)
     for n0 in range(lo, hi, BLOCK_N):
         j = n0 + tl.arange(0, BLOCK_N)
         j_mask = j < hi
         block = tl.load(bt_ptr + b * bt_stride + j // block_size, mask=j_mask, other=0).to(tl.int64)
         slot = j % block_size
         k_tok = block * kc_stride_blk + slot * kc_stride_slot + kvh * kc_stride_h
-        kt = tl.load(kc_ptr + k_tok[None, :] + d[:, None], mask=j_mask[None, :] & (d[:, None] < head_dim), other=0.0)
+        v_tok = block * vc_stride_blk + slot * vc_stride_slot + kvh * vc_stride_h
+        kt, v = load_kv_tile(kc_ptr, vc_ptr, k_tok, v_tok, j_mask, d, head_dim)
         s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
         s = tl.where(j_mask[None, :], s, float("-inf"))
-        v_tok = block * vc_stride_blk + slot * vc_stride_slot + kvh * vc_stride_h
-        v = tl.load(vc_ptr + v_tok[:, None] + d[None, :], mask=j_mask[:, None] & (d[None, :] < head_dim), other=0.0)
         m, l, acc = online_softmax_step(s, v, m, l, acc, DOT_PRECISION)
 
     o = normalized(acc, l)

@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import LOG2E, check_head_dim, dot_precision, for_interpreter, normalized, online_softmax_step
+from ._common import (LOG2E, check_head_dim, dot_precision, for_interpreter, load_kv_tile, normalized,
+                      online_softmax_step, softmax_start)
 
 OP = "prefill_attention"
 
@@ -58,22 +59,19 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, bt_ptr,
     if HAS_WINDOW:
         lo = tl.maximum(len_k - len_q + m_block * BLOCK_M - window + 1, 0) // BLOCK_N * BLOCK_N
 
-    m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m, l, acc = softmax_start(BLOCK_M, BLOCK_D)
     for n0 in range(lo, hi, BLOCK_N):
         j = n0 + tl.arange(0, BLOCK_N)
         j_mask = j < hi
         if PAGED:
             block = tl.load(bt_ptr + b * bt_stride + j // block_size, mask=j_mask, other=0).to(tl.int64)
             slot = j % block_size
-            k_tok = block * k_stride_t + slot * k_stride_slot
-            v_tok = block * v_stride_t + slot * v_stride_slot
+            k_tok = block * k_stride_t + slot * k_stride_slot + kvh * k_stride_h
+            v_tok = block * v_stride_t + slot * v_stride_slot + kvh * v_stride_h
         else:
-            k_tok = (k_start + j).to(tl.int64) * k_stride_t
-            v_tok = (k_start + j).to(tl.int64) * v_stride_t
-        kt = tl.load(k_ptr + k_tok[None, :] + kvh * k_stride_h + d[:, None],
-                     mask=j_mask[None, :] & (d[:, None] < head_dim), other=0.0)
+            k_tok = (k_start + j).to(tl.int64) * k_stride_t + kvh * k_stride_h
+            v_tok = (k_start + j).to(tl.int64) * v_stride_t + kvh * v_stride_h
+        kt, v = load_kv_tile(k_ptr, v_ptr, k_tok, v_tok, j_mask, d, head_dim)
         s = tl.dot(q, kt, input_precision=DOT_PRECISION) * qk_scale
         visible = j_mask[None, :]
         if CAUSAL:
@@ -81,8 +79,6 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, out_ptr, cu_q_ptr, cu_k_ptr, bt_ptr,
         if HAS_WINDOW:
             visible = visible & (j[None, :] > pos[:, None] - window)
         s = tl.where(visible, s, float("-inf"))
-        v = tl.load(v_ptr + v_tok[:, None] + kvh * v_stride_h + d[None, :],
-                    mask=j_mask[:, None] & (d[None, :] < head_dim), other=0.0)
         m, l, acc = online_softmax_step(s, v, m, l, acc, DOT_PRECISION)
 
     tl.store(out_ptr + q_rows[:, None] * out_stride_t + h * out_stride_h + d[None, :],

@@ -33,11 +33,12 @@ def _cases(family: str) -> list[tuple[str, object, dict, dict, int, dict]]:
 
     cases = []
     if family == "rms_norm":
-        for hidden, arch, dt, w in [(4096, 90, "bf16", "fp32"), (2048, 80, "fp16", "fp16"), (14336, 90, "bf16", "bf16")]:
+        for hidden, arch, dt, w in [(2048, 80, "fp16", "fp16"), (14336, 90, "bf16", "fp32")]:  # one-pass, chunked
             cfg = rms_norm.launch_config(hidden)
             ptrs = {"w_ptr": "*" + w}
-            cases.append((f"rms_norm h{hidden} sm{arch} {dt}", rms_norm._rms_norm_kernel, ptrs, cfg, arch, dt))
-            cases.append((f"fused_add h{hidden} sm{arch} {dt}", rms_norm._fused_add_rms_norm_kernel, ptrs, cfg, arch, dt))
+            for add in (False, True):
+                cases.append((f"rms_norm h{hidden} add={add} sm{arch} {dt}", rms_norm._rms_norm_kernel, ptrs,
+                               dict(cfg, ADD_RESIDUAL=add), arch, dt))
     elif family == "activation":
         for act, arch, dt in [(activation.SILU, 90, "bf16"), (activation.GELU_ERF, 80, "fp16"), (activation.GELU_TANH, 90, "fp16")]:
             cases.append((f"gated act{act} sm{arch} {dt}", activation._gated_kernel, {}, dict(activation.launch_config(11008), ACT=act), arch, dt))

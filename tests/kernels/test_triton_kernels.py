@@ -18,7 +18,7 @@ _reason = backend_runs_on("triton", test_device())
 pytestmark = pytest.mark.skipif(_reason is not None, reason=str(_reason))
 
 if _reason is None:
-    from inference_pio.kernels import activation, kv_cache, paged_decode_attention, prefill_attention, rotary_embedding
+    from inference_pio.kernels import activation, kv_cache, paged_decode_attention, prefill_attention, rms_norm, rotary_embedding
 
 # bf16 tl.dot is wrong under the interpreter; bf16 is covered by the compile test and on GPUs.
 DTYPES = [torch.float32, torch.float16]
@@ -30,6 +30,29 @@ def _ints(values, dtype=torch.int32) -> torch.Tensor:
 
 def _cu(lengths: list[int]) -> torch.Tensor:
     return _ints([0, *torch.tensor(lengths).cumsum(0).tolist()])
+
+
+# ---------------------------------------------------------------- rms_norm (the op tests cover the rest)
+
+
+@pytest.mark.parametrize("add_residual", [False, True])
+def test_rms_norm_rows_wider_than_one_block(monkeypatch, add_residual):
+    """Rows wider than MAX_BLOCK take the chunked two-pass path; a small MAX_BLOCK reaches it cheaply."""
+    monkeypatch.setattr(rms_norm, "MAX_BLOCK", 64)
+    x = randn(3, 200, dtype=torch.float16, scale=2.0)
+    residual = randn(3, 200, dtype=torch.float16)
+    w = randn(200, dtype=torch.float32)
+    summed = (residual.double() + x.double()).to(torch.float16).double()
+    source = summed if add_residual else x.double()
+    expected = source * torch.rsqrt(source.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double()
+    if add_residual:
+        rms_norm.fused_add_rms_norm(x, residual, w, 1e-6)
+        assert_close(residual, summed, torch.float16)
+        assert_close(x, expected, torch.float16)
+    else:
+        out = poisoned_like(x)
+        rms_norm.rms_norm(x, w, 1e-6, out)
+        assert_close(out, expected, torch.float16)
 
 
 # ---------------------------------------------------------------- activation
