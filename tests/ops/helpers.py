@@ -11,13 +11,13 @@ from .tolerances import TOLERANCES
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def test_device() -> torch.device:
+def device_under_test() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def runnable_backends(op_name: str, device: torch.device | None = None) -> list:
     """pytest params for every backend of ``op_name`` except reference; unrunnable ones skip with the reason."""
-    device = device or test_device()
+    device = device or device_under_test()
     op = _dispatch.op(op_name)
     params = []
     for backend in ("cpu", "triton", "cuda"):
@@ -42,7 +42,7 @@ def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dt
 
 
 def randn(*shape, dtype=torch.float32, device=None, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, dtype=torch.float32, device=device or test_device()) * scale).to(dtype)
+    return (torch.randn(*shape, dtype=torch.float32, device=device or device_under_test()) * scale).to(dtype)
 
 
 def interpreted(backend: str) -> bool:

@@ -10,7 +10,7 @@ from inference_pio import _native, ops
 from inference_pio.ops._tensor import optional_view, view
 from inference_pio.ops.prefill_attention import prefill_attention, prefill_attention_reference
 from .helpers import FLOAT_DTYPES, assert_close, interpreted, poisoned_like, randn, runnable_backends, skip_if_interpreted_and_large
-from .helpers import test_device as device
+from .helpers import device_under_test as device
 from .tolerances import ATTENTION_TOLERANCES
 
 BACKENDS = runnable_backends("prefill_attention")
