@@ -49,3 +49,73 @@ def test_empty_rows_are_fine(dim):
     x = torch.randn(0, 8) if dim == 0 else torch.randn(3, 0)
     w = torch.ones(x.shape[-1])
     assert ops.rms_norm(x, w).shape == x.shape
+
+
+INDEX_DTYPES = st.sampled_from([torch.int32, torch.int64, torch.float32])
+
+
+@st.composite
+def index_tensors(draw, max_len=6, low=-3, high=40):
+    values = draw(st.lists(st.integers(min_value=low, max_value=high), min_size=0, max_size=max_len))
+    return torch.tensor(values).to(draw(INDEX_DTYPES))
+
+
+@FUZZ
+@given(
+    positions=index_tensors(),
+    q=tensors(max_dims=3),
+    k=st.one_of(st.none(), tensors(max_dims=3)),
+    head_dim=st.sampled_from([0, 1, 2, 4, 8, 16, -4]),
+    cache=tensors(max_dims=2),
+    is_neox=st.booleans(),
+)
+def test_rotary_embedding_validation(positions, q, k, head_dim, cache, is_neox):
+    _call(ops.rotary_embedding, positions, q, k, head_dim, cache, is_neox)
+
+
+@FUZZ
+@given(x=tensors(), approximate=st.sampled_from(["none", "tanh", "erf", ""]))
+def test_activation_validation(x, approximate):
+    _call(ops.silu_and_mul, x)
+    _call(ops.gelu_and_mul, x, approximate)
+
+
+@st.composite
+def attention_case(draw):
+    """A valid prefill problem with one property mutated: reaches the kernels' own checks too."""
+    heads, kv_heads, head_dim = draw(st.sampled_from([(4, 2, 16), (2, 2, 32), (3, 1, 16), (4, 3, 16)]))
+    lens_q = draw(st.lists(st.integers(0, 5), min_size=1, max_size=3))
+    extra = draw(st.lists(st.integers(0, 3), min_size=len(lens_q), max_size=len(lens_q)))
+    lens_k = [a + b for a, b in zip(lens_q, extra)]
+    dtype = draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16]))
+    q = torch.randn(sum(lens_q), heads, head_dim).to(dtype)
+    k = torch.randn(sum(lens_k), kv_heads, head_dim).to(dtype)
+    v = torch.randn(sum(lens_k), kv_heads, head_dim).to(dtype)
+    cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0).tolist()), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0).tolist()), dtype=torch.int32)
+    mutation = draw(st.sampled_from(["none", "cu_q_dtype", "cu_k_order", "v_dtype", "q_rank", "k_heads", "window", "scale", "swap"]))
+    kwargs = {}
+    if mutation == "cu_q_dtype":
+        cu_q = cu_q.long()
+    elif mutation == "cu_k_order":
+        cu_k = cu_k.flip(0)
+    elif mutation == "v_dtype":
+        v = v.double()
+    elif mutation == "q_rank":
+        q = q.flatten(1)
+    elif mutation == "k_heads":
+        k = torch.randn(k.shape[0], kv_heads + 1, head_dim).to(dtype)
+    elif mutation == "window":
+        kwargs["sliding_window"] = draw(st.integers(-2, 3))
+    elif mutation == "scale":
+        kwargs["scale"] = draw(st.sampled_from([0.0, -1.0, float("nan")]))
+    elif mutation == "swap":
+        cu_q, cu_k = cu_k, cu_q
+    return (q, k, v, cu_q, cu_k), kwargs
+
+
+@FUZZ
+@given(case=attention_case(), causal=st.booleans())
+def test_prefill_attention_validation(case, causal):
+    args, kwargs = case
+    _call(ops.prefill_attention, *args, causal=causal, **kwargs)
