@@ -6,7 +6,7 @@
 //   accumulate_rows: acc[g][:] += p[g][k] * value_rows[k][:]      ([G, K] x [K, D])
 // Each row pointer gets an element offset added (the kv head within a cache row), so one
 // pointer array serves every head of a token.
-//   max_row / exp_sum_row / scale_row: the softmax over a chunk of scores
+//   max_row / exp_sum_row / multiply_row: the softmax over a chunk of scores
 //   merge_partials:  combines split-K partial results (max, sum, unnormalized output)
 //
 // Row lengths d must be multiples of 16 (a whole number of vectors on both ISAs) and at most
@@ -206,6 +206,14 @@ inline void accumulate_rows(float* acc, int64_t ld_a, const float* p, int64_t ld
   }
 }
 
+// Asks for the first `bytes` of each of n rows ahead of use: rows of a paged cache sit in
+// scattered blocks, and without this the loads wait for memory instead of overlapping compute.
+template <class T>
+inline void prefetch_rows(const T* const* rows, int64_t n, int64_t bytes) {
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(rows[k]) + b, _MM_HINT_T0);
+}
+
 inline float max_row(const float* x, int64_t n) {
   constexpr int N = VecF::N;
   VecF m = VecF::broadcast(-std::numeric_limits<float>::infinity());
@@ -237,7 +245,7 @@ inline float exp_sum_row(float* x, int64_t n, float max, float scale) {
 }
 
 // x[i] *= mul over n elements (n a multiple of VecF::N).
-inline void scale_row(float* x, int64_t n, float mul) { convert_row(x, x, n, mul); }
+inline void multiply_row(float* x, int64_t n, float mul) { convert_row(x, x, n, mul); }
 
 // Online softmax state of one query row: running max of the raw scores and the running sum of
 // exp((score - max) * scale) over the keys seen so far.
@@ -253,7 +261,7 @@ inline void softmax_chunk(SoftmaxState& st, float* scores, int64_t n, float scal
   if (m != st.max && st.sum != 0.0f) {
     const float alpha = std::exp((st.max - m) * scale);
     st.sum *= alpha;
-    scale_row(acc, d, alpha);
+    multiply_row(acc, d, alpha);
   }
   st.max = m;
   st.sum += exp_sum_row(scores, n, m, scale);

@@ -86,14 +86,21 @@ void attend_unit(const Problem& p, const Unit& u, const T* query, const T* kc, c
       if (++off == p.block_size) off = 0, ++blk;
     }
     // Query heads [kvh*G, kvh*G + G) read kv head kvh at element offset kvh*D of each row.
-    for (int64_t t = 0; t < n; t += kTile)
+    const int64_t row_bytes = row_stride * int64_t(sizeof(T));
+    for (int64_t t = 0; t < n; t += kTile) {
+      // The next tile's key rows, or the first value rows once the keys run out.
+      if (t + kTile < n) prefetch_rows(k_rows + t + kTile, std::min(kTile, n - t - kTile), row_bytes);
+      else prefetch_rows(v_rows, std::min(kTile, n), row_bytes);
       for (int64_t kvh = 0; kvh < p.num_kv_heads; ++kvh)
         dot_rows(scores + kvh * G * kChunk + t, kChunk, q + kvh * G * D, D, G, k_rows + t, kvh * D, std::min(kTile, n - t), D);
+    }
     for (int64_t h = 0; h < H; ++h) softmax_chunk(ws.state[h], scores + h * kChunk, n, p.scale, acc + h * D, D);
-    for (int64_t t = 0; t < n; t += kTile)
+    for (int64_t t = 0; t < n; t += kTile) {
+      if (t + kTile < n) prefetch_rows(v_rows + t + kTile, std::min(kTile, n - t - kTile), row_bytes);
       for (int64_t kvh = 0; kvh < p.num_kv_heads; ++kvh)
         accumulate_rows(acc + kvh * G * D, D, scores + kvh * G * kChunk + t, kChunk, G, v_rows + t, kvh * D,
                         std::min(kTile, n - t), D);
+    }
   }
   for (int64_t h = 0; h < H; ++h) {
     if (u.partial < 0) {
