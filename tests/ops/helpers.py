@@ -56,3 +56,10 @@ def skip_if_interpreted_and_large(backend: str, work: int, limit: int = 1 << 16)
     """Skips a case whose ``work`` (e.g. tokens x heads x head_dim) is too big for the interpreter."""
     if interpreted(backend) and work > limit:
         pytest.skip(f"too large for the Triton interpreter ({work} > {limit}); runs on a GPU")
+
+
+def skip_if_interpreted_bf16_dot(backend: str, dtype: torch.dtype) -> None:
+    """Triton's CPU interpreter returns garbage for bfloat16 tl.dot (attention kernels use it);
+    those cases run on a GPU, and compile for sm_80/sm_90 in tests/kernels/test_triton_compile.py."""
+    if interpreted(backend) and dtype == torch.bfloat16:
+        pytest.skip("bfloat16 tl.dot is unsupported by Triton's CPU interpreter; runs on a GPU")
