@@ -12,7 +12,6 @@ from inference_pio.ops.prefill_attention import prefill_attention, prefill_atten
 from .helpers import (
     FLOAT_DTYPES,
     assert_close,
-    interpreted,
     poisoned_like,
     randn,
     runnable_backends,

@@ -119,3 +119,51 @@ def attention_case(draw):
 def test_prefill_attention_validation(case, causal):
     args, kwargs = case
     _call(ops.prefill_attention, *args, causal=causal, **kwargs)
+
+
+@st.composite
+def paged_case(draw):
+    """A valid decode problem over a paged cache with one property mutated."""
+    heads, kv_heads, head_dim = draw(st.sampled_from([(4, 2, 16), (2, 2, 32), (4, 1, 16)]))
+    num_blocks, block_size, batch = 6, 4, draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from([torch.float32, torch.bfloat16]))
+    kc = torch.randn(num_blocks, block_size, kv_heads, head_dim).to(dtype)
+    vc = torch.randn_like(kc)
+    q = torch.randn(batch, heads, head_dim).to(dtype)
+    tables = torch.randint(0, num_blocks, (batch, 3), dtype=torch.int32)
+    lens = torch.randint(1, 3 * block_size + 1, (batch,), dtype=torch.int32)
+    mutation = draw(
+        st.sampled_from(["none", "block_oob", "block_neg", "len_zero", "len_long", "tables_i64", "cache_dtype", "cache_strided", "q_heads"])
+    )
+    if mutation == "block_oob":
+        tables[0, 0] = num_blocks
+    elif mutation == "block_neg":
+        tables[-1, 0] = -1
+    elif mutation == "len_zero":
+        lens[0] = 0
+    elif mutation == "len_long":
+        lens[0] = 3 * block_size + 1
+    elif mutation == "tables_i64":
+        tables = tables.long()
+    elif mutation == "cache_dtype":
+        vc = vc.double()
+    elif mutation == "cache_strided":
+        kc = kc.transpose(1, 2).contiguous().transpose(1, 2)
+    elif mutation == "q_heads":
+        q = torch.randn(batch, heads + 1, head_dim).to(dtype)
+    return q, kc, vc, tables, lens
+
+
+@FUZZ
+@given(case=paged_case(), window=st.sampled_from([None, 1, 5, 0, -3]))
+def test_paged_decode_attention_validation(case, window):
+    _call(ops.paged_decode_attention, *case, sliding_window=window)
+
+
+@FUZZ
+@given(case=paged_case(), slots=index_tensors(max_len=3, low=-2, high=30))
+def test_reshape_and_cache_validation(case, slots):
+    q, kc, vc, _, _ = case
+    n = slots.shape[0]
+    key = torch.randn(n, kc.shape[2], kc.shape[3]).to(kc.dtype)
+    _call(ops.reshape_and_cache, key, key.clone(), kc, vc, slots)
