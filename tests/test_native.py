@@ -54,3 +54,11 @@ def test_cpu_kernels_reject_cuda_views():
     fake_cuda = (x.data_ptr(), 0, (2, 16), (16, 1), 1, 0, 0)  # a view claiming to live on a GPU
     with pytest.raises(ValueError, match="out must be a CPU tensor"):
         _native.cpu_module().rms_norm(fake_cuda, _tensor.view(x), _tensor.view(torch.ones(16)), 1e-6)
+
+
+def test_cuda_extension_reports_its_architectures():
+    mod = _native.cuda_module()
+    if mod is None:
+        pytest.skip("built without nvcc: no CUDA extension")
+    archs = mod.archs.split(",")
+    assert any(a.startswith("80") for a in archs) and any(a.startswith("90") for a in archs), archs
