@@ -90,8 +90,7 @@ def test_matches_reference(backend, dtype, case):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("block_size", [16, 32])
-@pytest.mark.parametrize("window", [None, 48])
+@pytest.mark.parametrize("block_size, window", [(16, None), (32, 48)])
 def test_paged_matches_reference(backend, dtype, block_size, window):
     heads, kv_heads, head_dim, lens_q, lens_k = 14, 2, 64, [17, 1, 64], [50, 33, 100]
     skip_unsupported(backend, dtype, sum(lens_q) * heads * head_dim)
@@ -101,8 +100,9 @@ def test_paged_matches_reference(backend, dtype, block_size, window):
     with ops.use_backend(backend):
         prefill_attention(q, k_cache, v_cache, cu_q, cu_k, True, None, window, block_tables=table, out=out)
     expected = reference64(q, k, v, cu_q, cu_k, True, window)
-    paged_ref = reference64(q, k_cache, v_cache, cu_q, cu_k, True, window, block_tables=table)
-    torch.testing.assert_close(paged_ref, expected, rtol=1e-12, atol=1e-12)  # the reference gathers blocks right
+    if dtype == torch.float32:  # the reference itself gathers blocks right
+        paged_ref = reference64(q, k_cache, v_cache, cu_q, cu_k, True, window, block_tables=table)
+        torch.testing.assert_close(paged_ref, expected, rtol=1e-12, atol=1e-12)
     assert_close(out, expected, dtype, ATTENTION_TOLERANCES)
 
 

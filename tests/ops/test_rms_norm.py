@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from inference_pio import ops
-from .helpers import FLOAT_DTYPES, assert_close, poisoned_like, randn, runnable_backends, test_device
+from .helpers import (
+    FLOAT_DTYPES,
+    assert_close,
+    poisoned_like,
+    randn,
+    runnable_backends,
+    skip_if_interpreted_and_large,
+    test_device,
+)
 
 SHAPES = [(1, 64), (7, 80), (17, 96), (3, 5, 128), (128, 2048), (2, 4096), (1, 1), (5, 33), (1000, 13)]
 
@@ -14,6 +22,7 @@ SHAPES = [(1, 64), (7, 80), (17, 96), (3, 5, 128), (128, 2048), (2, 4096), (1, 1
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weight_fp32", [False, True])
 def test_rms_norm_matches_reference(backend, dtype, shape, weight_fp32):
+    skip_if_interpreted_and_large(backend, torch.Size(shape).numel(), limit=8192)
     x = randn(*shape, dtype=dtype, scale=3.0)
     w = randn(shape[-1], dtype=torch.float32 if weight_fp32 else dtype)
     out = poisoned_like(x)
@@ -37,6 +46,7 @@ def test_rms_norm_strided_rows(backend):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fused_add_rms_norm_matches_reference(backend, dtype, shape):
+    skip_if_interpreted_and_large(backend, torch.Size(shape).numel(), limit=8192)
     x = randn(*shape, dtype=dtype, scale=2.0)
     residual = randn(*shape, dtype=dtype)
     w = randn(shape[-1], dtype=dtype)

@@ -210,10 +210,13 @@ void attend(const Problem& pb, const WorkItem& it, const TensorView& q, const Te
         row_to_float(ws.kf.data() + n * D, kv_row<T>(k, pb, b, j0 + n, g), D);
       row_to_float(ws.vf.data() + n * D, kv_row<T>(v, pb, b, j0 + n, g), D);
     }
-    // S^T[n][m] = k_n . q_m (unscaled)
+    // S^T[n][m] = k_n . q_m (unscaled), skipping blocks no row of the panel sees (the softmax
+    // masks whatever a skipped block leaves in s).
     for (int64_t n0 = 0; n0 < nt; n0 += kQkKeys) {
       const int nk = int(std::min<int64_t>(kQkKeys, nt - n0));
       for (int64_t p = 0; p < panels; ++p) {
+        const int64_t first = p * kPanel, last = std::min<int64_t>(first + kPanel, rows) - 1;
+        if (j0 + n0 > int64_t(pos[last]) || j0 + n0 + nk <= int64_t(lo[first])) continue;
         if constexpr (kUseDpBf16<T>) {
           const uint32_t* qp = reinterpret_cast<const uint32_t*>(qt) + p * (D / 2) * kPanel;
           const uint32_t* kp = reinterpret_cast<const uint32_t*>(ws.kf.data()) + n0 * (D / 2);
@@ -224,10 +227,13 @@ void attend(const Problem& pb, const WorkItem& it, const TensorView& q, const Te
       }
     }
     // Online softmax, N query rows at a time: mask, new running max, P = exp(S - max), row sums.
-    for (int64_t c = 0; c < mp; c += N) {
+    for (int64_t c = 0; c < round_up(rows, N); c += N) {
       const VecF pv = load(pos + c), lov = load(lo + c);
+      // Keys outside [n_lo, n_hi) are masked for all N rows; the P.V step below never reads them.
+      const int64_t n_hi = std::clamp<int64_t>(int64_t(pos[std::min<int64_t>(c + N, rows) - 1]) + 1 - j0, 0, nt);
+      const int64_t n_lo = std::clamp<int64_t>(int64_t(lo[c]) - j0, 0, n_hi);
       VecF mx = neg_inf;
-      for (int64_t n = 0; n < nt; ++n) {
+      for (int64_t n = n_lo; n < n_hi; ++n) {
         const VecF j = VecF::broadcast(float(j0 + n));
         VecF x = load(s + n * mp + c) * scale;
         x = select_lt(pv, j, neg_inf, x);   // j > pos: in the future
@@ -238,7 +244,7 @@ void attend(const Problem& pb, const WorkItem& it, const TensorView& q, const Te
       const VecF m_old = load(row_max + c), m_new = vmax(m_old, mx);
       const VecF m_use = select_lt(m_new, lowest, zero, m_new);  // rows with nothing visible yet: no inf - inf
       VecF sum = zero;
-      for (int64_t n = 0; n < nt; ++n) {
+      for (int64_t n = n_lo; n < n_hi; ++n) {
         const VecF x = load(s + n * mp + c);
         const VecF e = select_lt(x, lowest, zero, vexp(x - m_use));  // masked: exactly 0
         store(s + n * mp + c, e);
