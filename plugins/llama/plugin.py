@@ -68,6 +68,8 @@ class Llama_Plugin(TextModelPluginInterface):
         if config is None:
             if model_path is None:
                 raise ValueError("the Llama plugin needs model_path (a checkpoint folder) or config")
+            if overrides.get("dtype") == "auto":  # let the checkpoint's torch_dtype / dtype decide
+                del overrides["dtype"]
             config = LlamaConfig.from_checkpoint(model_path, **overrides)
         self.config = cfg = config
         if cfg.model_path is None:
