@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from inference_pio.ops._dispatch import BackendUnsupported, backend_runs_on
-from ..ops.helpers import assert_close, poisoned_like, randn, test_device
+from ..ops.helpers import assert_close, poisoned_like, randn, device_under_test
 from ..ops.tolerances import ATTENTION_TOLERANCES
 
-_reason = backend_runs_on("triton", test_device())
+_reason = backend_runs_on("triton", device_under_test())
 pytestmark = pytest.mark.skipif(_reason is not None, reason=str(_reason))
 
 if _reason is None:
@@ -25,7 +25,7 @@ DTYPES = [torch.float32, torch.float16]
 
 
 def _ints(values, dtype=torch.int32) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=test_device())
+    return torch.tensor(values, dtype=dtype, device=device_under_test())
 
 
 def _cu(lengths: list[int]) -> torch.Tensor:

@@ -11,13 +11,13 @@ from .tolerances import TOLERANCES
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def test_device() -> torch.device:
+def device_under_test() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def runnable_backends(op_name: str, device: torch.device | None = None) -> list:
     """pytest params for every backend of ``op_name`` except reference; unrunnable ones skip with the reason."""
-    device = device or test_device()
+    device = device or device_under_test()
     op = _dispatch.op(op_name)
     params = []
     for backend in ("cpu", "triton", "cuda"):
@@ -42,7 +42,7 @@ def assert_close(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dt
 
 
 def randn(*shape, dtype=torch.float32, device=None, scale: float = 1.0) -> torch.Tensor:
-    return (torch.randn(*shape, dtype=torch.float32, device=device or test_device()) * scale).to(dtype)
+    return (torch.randn(*shape, dtype=torch.float32, device=device or device_under_test()) * scale).to(dtype)
 
 
 def interpreted(backend: str) -> bool:
@@ -56,3 +56,10 @@ def skip_if_interpreted_and_large(backend: str, work: int, limit: int = 1 << 16)
     """Skips a case whose ``work`` (e.g. tokens x heads x head_dim) is too big for the interpreter."""
     if interpreted(backend) and work > limit:
         pytest.skip(f"too large for the Triton interpreter ({work} > {limit}); runs on a GPU")
+
+
+def skip_if_interpreted_bf16_dot(backend: str, dtype: torch.dtype) -> None:
+    """Triton's CPU interpreter returns garbage for bfloat16 tl.dot (attention kernels use it);
+    those cases run on a GPU, and compile for sm_80/sm_90 in tests/kernels/test_triton_compile.py."""
+    if interpreted(backend) and dtype == torch.bfloat16:
+        pytest.skip("bfloat16 tl.dot is unsupported by Triton's CPU interpreter; runs on a GPU")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .helpers import randn, test_device
+from .helpers import randn, device_under_test
 
 
 @dataclass
@@ -42,7 +42,7 @@ def random_block_tables(
     """Block tables giving each sequence distinct physical blocks in random order, plus the
     number of blocks in the cache (``spare_blocks`` of them owned by nobody). Each row has
     ``spare_columns`` extra entries past the longest sequence, all unused entries ``pad_value``."""
-    device = device or test_device()
+    device = device or device_under_test()
     needed = blocks_needed(context_lens, block_size)
     num_blocks = sum(needed) + spare_blocks
     perm = torch.randperm(num_blocks).tolist()
@@ -68,7 +68,7 @@ def make_paged_kv(
 ) -> PagedKV:
     """Random keys/values for sequences of ``context_lens`` tokens, stored in a NaN-poisoned paged
     cache through shuffled block tables (see ``random_block_tables`` for the keyword arguments)."""
-    device = device or test_device()
+    device = device or device_under_test()
     tables, num_blocks = random_block_tables(context_lens, block_size, device=device, **table_kwargs)
     shape = (num_blocks, block_size, num_kv_heads, head_dim)
     key_cache = torch.full(shape, float("nan"), dtype=dtype, device=device)

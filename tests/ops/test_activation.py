@@ -14,7 +14,7 @@ from .helpers import (
     runnable_backends,
     skip_if_interpreted_and_large,
 )
-from .helpers import test_device as device_under_test  # aliased: pytest would collect test_device
+from .helpers import device_under_test as device_under_test  # aliased: pytest would collect device_under_test
 
 # (op name, approximate or None): the three activations sharing one test grid.
 ACTIVATIONS = [("silu_and_mul", None), ("gelu_and_mul", "none"), ("gelu_and_mul", "tanh")]

@@ -10,7 +10,15 @@ from inference_pio import _native
 from inference_pio.ops import BackendUnsupported, use_backend
 from inference_pio.ops._tensor import view
 from inference_pio.ops.paged_decode_attention import paged_decode_attention, paged_decode_attention_reference
-from .helpers import FLOAT_DTYPES, assert_close, poisoned_like, randn, runnable_backends, skip_if_interpreted_and_large
+from .helpers import (
+    FLOAT_DTYPES,
+    assert_close,
+    poisoned_like,
+    randn,
+    runnable_backends,
+    skip_if_interpreted_and_large,
+    skip_if_interpreted_bf16_dot,
+)
 from .paged_cache import make_paged_kv
 from .tolerances import ATTENTION_TOLERANCES
 
@@ -36,6 +44,7 @@ def case_id(case):
 def run_case(backend, dtype, case, **kwargs):
     num_heads, num_kv_heads, head_dim, block_size, lens, window = case
     skip_if_interpreted_and_large(backend, sum(lens) * num_heads * head_dim, limit=1 << 18)
+    skip_if_interpreted_bf16_dot(backend, dtype)
     kv = make_paged_kv(lens, num_kv_heads, head_dim, block_size, dtype)
     query = randn(len(lens), num_heads, head_dim, dtype=dtype)
     out = poisoned_like(query)

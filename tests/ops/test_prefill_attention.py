@@ -9,8 +9,16 @@ import torch.nn.functional as F
 from inference_pio import _native, ops
 from inference_pio.ops._tensor import optional_view, view
 from inference_pio.ops.prefill_attention import prefill_attention, prefill_attention_reference
-from .helpers import FLOAT_DTYPES, assert_close, interpreted, poisoned_like, randn, runnable_backends, skip_if_interpreted_and_large
-from .helpers import test_device as device
+from .helpers import (
+    FLOAT_DTYPES,
+    assert_close,
+    poisoned_like,
+    randn,
+    runnable_backends,
+    skip_if_interpreted_and_large,
+    skip_if_interpreted_bf16_dot,
+)
+from .helpers import device_under_test as device
 from .tolerances import ATTENTION_TOLERANCES
 
 BACKENDS = runnable_backends("prefill_attention")
@@ -70,8 +78,7 @@ def reference64(q, k, v, cu_q, cu_k, causal, window, **kw):
 
 def skip_unsupported(backend, dtype, work):
     skip_if_interpreted_and_large(backend, work)
-    if interpreted(backend) and dtype == torch.bfloat16:
-        pytest.skip("the Triton interpreter has no bf16 tl.dot; bf16 runs on a GPU")
+    skip_if_interpreted_bf16_dot(backend, dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -11,7 +11,7 @@ from .helpers import (
     randn,
     runnable_backends,
     skip_if_interpreted_and_large,
-    test_device,
+    device_under_test,
 )
 
 SHAPES = [(1, 64), (7, 80), (17, 96), (3, 5, 128), (128, 2048), (2, 4096), (1, 1), (5, 33), (1000, 13)]
@@ -61,7 +61,7 @@ def test_fused_add_rms_norm_matches_reference(backend, dtype, shape):
 
 
 def test_rms_norm_default_backend_is_cpu_on_cpu():
-    if test_device().type != "cpu":
+    if device_under_test().type != "cpu":
         pytest.skip("CPU dispatch")
     from inference_pio.ops import _dispatch
 

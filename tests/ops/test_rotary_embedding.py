@@ -15,7 +15,7 @@ from inference_pio import ops
 from inference_pio.ops.rope_cache import build_cos_sin_cache
 from inference_pio.ops.rotary_embedding import rotary_embedding, rotary_embedding_reference
 from .helpers import FLOAT_DTYPES, assert_close, randn, runnable_backends, skip_if_interpreted_and_large
-from .helpers import test_device as _device
+from .helpers import device_under_test as _device
 
 BACKENDS = runnable_backends("rotary_embedding")
 MAX_POSITION = 4096

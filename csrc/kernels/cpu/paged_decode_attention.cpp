@@ -5,11 +5,12 @@
 //                 block_tables[s][t / block_size] at offset t % block_size)
 //   context_lens [num_seqs] int32                        (the query sits at position ctx - 1)
 //   out          [num_seqs, num_heads, head_dim]         query's dtype
-// Work unit: (sequence, kv head, key range). A unit reads each K/V row once for the whole group
-// of query heads sharing that kv head, in chunks of kChunk keys (scores, then softmax, then
-// values) with an online softmax across chunks. When there are too few (sequence, kv head)
-// pairs to keep every thread busy, contexts are split into ranges (split-K) whose partial
-// results are merged afterwards.
+// Work unit: (sequence, key range), every head. The cache keeps all kv heads of a token in one
+// row, so a unit streams whole rows in order (what the hardware prefetchers follow) and keeps
+// GQA reuse: each kv head's slice of a row serves the group of query heads that share it. Keys
+// go in chunks of kChunk (scores, softmax, values) with an online softmax across chunks. Long
+// contexts are split into ranges (split-K) so every thread works even at batch 1; their
+// partial results are merged at the end.
 #include <optional>
 #include <vector>
 
@@ -21,10 +22,11 @@
 namespace pio::cpu {
 namespace {
 
-constexpr int64_t kChunk = 256;           // keys per scores buffer
-constexpr int64_t kMinPartition = 256;    // shorter split-K ranges cost more to merge than they save
-constexpr int64_t kUnitOverhead = 16;     // per-unit fixed cost, in key-equivalents, for balancing
-constexpr int64_t kMinWorkPerThread = 1 << 16;  // key x head_dim x group products per extra thread
+constexpr int64_t kChunk = 128;         // keys per scores buffer
+constexpr int64_t kTile = 16;           // keys whose rows every head passes over while they sit in L1
+constexpr int64_t kMinPartition = 128;  // shorter split-K ranges cost more to merge than they save
+constexpr int64_t kUnitOverhead = 16;   // per-unit fixed cost, in keys, for balancing
+constexpr int64_t kMinWorkPerThread = 1 << 17;  // keys x heads x head_dim per extra thread
 
 struct Problem {
   int64_t num_seqs, num_heads, num_kv_heads, group, head_dim;
@@ -35,9 +37,9 @@ struct Problem {
 };
 
 struct Unit {
-  int64_t seq, kv_head, begin, end;
-  int64_t partial = -1;  // index of its first partial row in scratch, -1: writes out directly
-  int64_t n_parts = 1;
+  int64_t seq, begin, end;
+  int64_t partial = -1;  // first of its num_heads partial rows in scratch; -1: writes out directly
+  int64_t n_parts = 1;   // ranges its sequence was split into
 };
 
 // Per-thread buffers, reused across calls: no allocation per call once warm.
@@ -58,43 +60,56 @@ int64_t first_key(const Problem& p, int64_t ctx) {
 template <class T>
 void attend_unit(const Problem& p, const Unit& u, const T* query, const T* kc, const T* vc, const int32_t* tables,
                  T* out, float* partials) {
-  const int64_t G = p.group, D = p.head_dim, row_stride = p.num_kv_heads * D;
+  const int64_t H = p.num_heads, G = p.group, D = p.head_dim, row_stride = p.num_kv_heads * D;
   Workspace& ws = workspace();
-  ws.q.resize(G * D);
-  ws.scores.resize(G * kChunk);
-  ws.acc.assign(G * D, 0.0f);
+  ws.q.resize(H * D);
+  ws.scores.resize(H * kChunk);
+  ws.acc.assign(H * D, 0.0f);
   ws.k_rows.resize(kChunk);
   ws.v_rows.resize(kChunk);
-  ws.state.assign(G, SoftmaxState{});
-  const int64_t h0 = u.kv_head * G;
-  for (int64_t g = 0; g < G; ++g) convert_row(ws.q.data() + g * D, query + u.seq * p.q_s0 + (h0 + g) * p.q_s1, D);
+  ws.state.assign(H, SoftmaxState{});
+  using Q = typename QueryRow<T>::type;
+  Q* q = reinterpret_cast<Q*>(ws.q.data());  // sized for float32, the widest row type
+  float* scores = ws.scores.data();
+  float* acc = ws.acc.data();
+  for (int64_t h = 0; h < H; ++h) load_query_row(q + h * D, query + u.seq * p.q_s0 + h * p.q_s1, D);
   const int32_t* table = tables + u.seq * p.bt_s0;
-  const int64_t head_offset = u.kv_head * D;
   auto k_rows = reinterpret_cast<const T**>(ws.k_rows.data());
   auto v_rows = reinterpret_cast<const T**>(ws.v_rows.data());
   for (int64_t c0 = u.begin; c0 < u.end; c0 += kChunk) {
     const int64_t n = std::min(kChunk, u.end - c0);
     int64_t blk = c0 / p.block_size, off = c0 % p.block_size;
     for (int64_t k = 0; k < n; ++k) {
-      const int64_t row = (int64_t(table[blk]) * p.block_size + off) * row_stride + head_offset;
+      const int64_t row = (int64_t(table[blk]) * p.block_size + off) * row_stride;
       k_rows[k] = kc + row;
       v_rows[k] = vc + row;
       if (++off == p.block_size) off = 0, ++blk;
     }
-    dot_rows(ws.scores.data(), kChunk, ws.q.data(), D, G, k_rows, n, D);
-    for (int64_t g = 0; g < G; ++g) softmax_chunk(ws.state[g], ws.scores.data() + g * kChunk, n, p.scale, ws.acc.data() + g * D, D);
-    accumulate_rows(ws.acc.data(), D, ws.scores.data(), kChunk, G, v_rows, n, D);
+    // Query heads [kvh*G, kvh*G + G) read kv head kvh at element offset kvh*D of each row.
+    const int64_t row_bytes = row_stride * int64_t(sizeof(T));
+    for (int64_t t = 0; t < n; t += kTile) {
+      // The next tile's key rows, or the first value rows once the keys run out.
+      if (t + kTile < n) prefetch_rows(k_rows + t + kTile, std::min(kTile, n - t - kTile), row_bytes);
+      else prefetch_rows(v_rows, std::min(kTile, n), row_bytes);
+      for (int64_t kvh = 0; kvh < p.num_kv_heads; ++kvh)
+        dot_rows(scores + kvh * G * kChunk + t, kChunk, q + kvh * G * D, D, G, k_rows + t, kvh * D, std::min(kTile, n - t), D);
+    }
+    for (int64_t h = 0; h < H; ++h) softmax_chunk(ws.state[h], scores + h * kChunk, n, p.scale, acc + h * D, D);
+    for (int64_t t = 0; t < n; t += kTile) {
+      if (t + kTile < n) prefetch_rows(v_rows + t + kTile, std::min(kTile, n - t - kTile), row_bytes);
+      for (int64_t kvh = 0; kvh < p.num_kv_heads; ++kvh)
+        accumulate_rows(acc + kvh * G * D, D, scores + kvh * G * kChunk + t, kChunk, G, v_rows + t, kvh * D,
+                        std::min(kTile, n - t), D);
+    }
   }
-  for (int64_t g = 0; g < G; ++g) {
-    const float* acc = ws.acc.data() + g * D;
+  for (int64_t h = 0; h < H; ++h) {
     if (u.partial < 0) {
-      convert_row(out + u.seq * p.o_s0 + (h0 + g) * p.o_s1, acc, D, 1.0f / ws.state[g].sum);
+      convert_row(out + u.seq * p.o_s0 + h * p.o_s1, acc + h * D, D, 1.0f / ws.state[h].sum);
     } else {
-      // Partials of one (seq, kv head): [part][group] rows of partial_stride(D) floats.
-      float* dst = partials + (u.partial + g) * partial_stride(D);
-      dst[0] = ws.state[g].max;
-      dst[1] = ws.state[g].sum;
-      std::memcpy(dst + 2, acc, sizeof(float) * D);
+      float* dst = partials + (u.partial + h) * partial_stride(D);
+      dst[0] = ws.state[h].max;
+      dst[1] = ws.state[h].sum;
+      std::memcpy(dst + 2, acc + h * D, sizeof(float) * D);
     }
   }
 }
@@ -129,8 +144,8 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
          const std::vector<int64_t>& ends, int64_t partition_tokens) {
   const int threads = num_threads();
   int64_t total = 0;
-  for (int64_t s = 0; s < p.num_seqs; ++s) total += (ends[s] - begins[s]) * p.num_kv_heads;
-  // Split-K when the (seq, kv head) pairs are too few or too uneven to share out whole.
+  for (int64_t s = 0; s < p.num_seqs; ++s) total += ends[s] - begins[s];
+  // Split-K when the sequences are too few or too uneven to share out whole.
   int64_t part = partition_tokens;
   if (part <= 0) part = threads > 1 ? std::max(kMinPartition, (total + 4 * threads - 1) / (4 * threads)) : total + 1;
 
@@ -138,40 +153,39 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
   // threads naming a thread_local directly would see their own (empty) copies.
   static thread_local std::vector<Unit> units_buffer;
   static thread_local std::vector<float> partials_buffer;
-  static thread_local std::vector<int64_t> cumulative_buffer, split_buffer;
+  static thread_local std::vector<int64_t> cumulative_buffer;
   std::vector<Unit>& units = units_buffer;
   std::vector<float>& partials = partials_buffer;
   std::vector<int64_t>& cumulative = cumulative_buffer;
-  std::vector<int64_t>& split_units = split_buffer;
   units.clear();
   int64_t n_partials = 0;
   for (int64_t s = 0; s < p.num_seqs; ++s) {
     const int64_t len = ends[s] - begins[s];
     const int64_t n_parts = (len + part - 1) / part, step = (len + n_parts - 1) / n_parts;
-    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-      for (int64_t i = 0; i < n_parts; ++i) {
-        const int64_t b = begins[s] + i * step;
-        units.push_back(Unit{s, h, b, std::min(ends[s], b + step), n_parts > 1 ? n_partials : -1, n_parts});
-        if (n_parts > 1) n_partials += p.group;
-      }
+    for (int64_t i = 0; i < n_parts; ++i) {
+      const int64_t b = begins[s] + i * step;
+      units.push_back(Unit{s, b, std::min(ends[s], b + step), n_parts > 1 ? n_partials : -1, n_parts});
+      if (n_parts > 1) n_partials += p.num_heads;
     }
   }
-  partials.resize(n_partials * partial_stride(p.head_dim));
+  const int64_t stride = partial_stride(p.head_dim);
+  partials.resize(n_partials * stride);
 
   // Share units out by cumulative work, not by count: contexts differ in length.
   cumulative.resize(units.size() + 1);
   cumulative[0] = 0;
   for (size_t i = 0; i < units.size(); ++i) cumulative[i + 1] = cumulative[i] + units[i].end - units[i].begin + kUnitOverhead;
   const int64_t work = cumulative.back();
-  const int64_t flops = total * p.group * p.head_dim;
-  const int64_t n_chunks = std::min<int64_t>({int64_t(threads), int64_t(units.size()), std::max<int64_t>(1, flops / kMinWorkPerThread)});
+  const int64_t products = total * p.num_heads * p.head_dim;
+  const int64_t n_chunks =
+      std::min<int64_t>({int64_t(threads), int64_t(units.size()), std::max<int64_t>(1, products / kMinWorkPerThread)});
   const T* q = query.ptr<T>();
   const T* kc = key_cache.ptr<T>();
   const T* vc = value_cache.ptr<T>();
   T* o = out.ptr<T>();
   parallel_for(n_chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
-      // Units whose work starts in [c, c+1) * work / n_chunks.
+      // The units whose work starts in [c, c + 1) * work / n_chunks.
       const int64_t lo = c * work / n_chunks, hi = (c + 1) * work / n_chunks;
       auto first = std::lower_bound(cumulative.begin(), cumulative.end() - 1, lo);
       auto last = std::lower_bound(cumulative.begin(), cumulative.end() - 1, hi);
@@ -180,18 +194,14 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
   });
   if (n_partials == 0) return;
 
-  // Merge: one task per (seq, kv head) that was split; its partials are [part][group] rows.
-  split_units.clear();
-  for (size_t i = 0; i < units.size(); ++i)
-    if (units[i].partial >= 0 && (i == 0 || units[i - 1].seq != units[i].seq || units[i - 1].kv_head != units[i].kv_head))
-      split_units.push_back(int64_t(i));
-  const int64_t stride = partial_stride(p.head_dim);
-  parallel_for(int64_t(split_units.size()), 16, [&](int64_t b, int64_t e) {
+  // Merge each split sequence's partials: [part][head] rows, starting at its first unit's.
+  parallel_for(int64_t(units.size()), 64, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const Unit& u = units[split_units[i]];
-      for (int64_t g = 0; g < p.group; ++g)
-        merge_partials(o + u.seq * p.o_s0 + (u.kv_head * p.group + g) * p.o_s1, partials.data() + (u.partial + g) * stride,
-                       p.group * stride, u.n_parts, p.head_dim, p.scale);
+      const Unit& u = units[i];
+      if (u.partial < 0 || (i > 0 && units[i - 1].seq == u.seq)) continue;
+      for (int64_t h = 0; h < p.num_heads; ++h)
+        merge_partials(o + u.seq * p.o_s0 + h * p.o_s1, partials.data() + (u.partial + h) * stride, p.num_heads * stride,
+                       u.n_parts, p.head_dim, p.scale);
     }
   });
 }

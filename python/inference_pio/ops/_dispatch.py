@@ -103,6 +103,7 @@ class Op:
         self._impls: dict[str, Callable] = {}
         self._lazy: dict[str, str] = {}
         self._warned: set[str] = set()
+        self._auto: dict[str, list[str]] = {}  # device type -> candidates when nothing is forced
 
     def register(self, backend: str, fn: Callable | None = None):
         """Registers ``fn`` as ``backend``'s implementation (usable as a decorator)."""
@@ -111,6 +112,7 @@ class Op:
 
         def deco(f: Callable) -> Callable:
             self._impls[backend] = f
+            self._auto.clear()
             return f
 
         return deco(fn) if fn is not None else deco
@@ -118,6 +120,7 @@ class Op:
     def register_lazy(self, backend: str, target: str) -> None:
         """``target`` is "module:attribute", imported on first use (Triton kernels import triton)."""
         self._lazy[backend] = target
+        self._auto.clear()
 
     def has(self, backend: str) -> bool:
         if backend in self._impls:
@@ -149,8 +152,13 @@ class Op:
             if reason is not None:
                 raise BackendUnsupported(f"{self.name}: backend {forced!r} cannot run here: {reason}")
             return [forced]
-        order = _AUTO_ORDER.get(device.type, ("reference",))
-        return [b for b in order if self.has(b) and backend_runs_on(b, device) is None]
+        cached = self._auto.get(device.type)
+        if cached is None:
+            order = _AUTO_ORDER.get(device.type, ("reference",))
+            cached = [b for b in order if self.has(b) and backend_runs_on(b, device) is None]
+            if device.type != "cpu" or not triton_interpreted():  # the interpreter flag may change in tests
+                self._auto[device.type] = cached
+        return cached
 
     def __call__(self, device: torch.device, *args, **kwargs):
         candidates = self.candidates(device)
