@@ -19,6 +19,8 @@ from .config import LlamaConfig
 
 
 class LlamaAttention(nn.Module):
+    """Fused qkv projection, RoPE on q/k in place, paged attention, output projection."""
+
     def __init__(self, cfg: LlamaConfig, dtype: torch.dtype):
         super().__init__()
         self.cfg = cfg
@@ -38,6 +40,8 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
+    """Pre-norm block; the residual stream is one buffer updated in place by the fused add + norm."""
+
     def __init__(self, cfg: LlamaConfig, dtype: torch.dtype):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
