@@ -10,5 +10,6 @@ import torch  # noqa: F401
 __version__ = "0.1.0"
 
 from . import ops  # noqa: E402
+from .api import load  # noqa: E402
 
-__all__ = ["ops", "__version__"]
+__all__ = ["load", "ops", "__version__"]

@@ -1,0 +1,103 @@
+"""The one-call public API: ``inference_pio.load(path)`` -> a model handle that generates text.
+
+::
+
+    model = inference_pio.load("path/to/checkpoint", dtype="bfloat16")
+    [result] = model.generate("Once upon a time", max_tokens=32, temperature=0)
+    for piece in model.stream("Hello", max_tokens=16):
+        print(piece, end="")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .engine.sampler import SamplingParams
+from .plugin import PluginManager, TextModelPluginInterface
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One request's output: ``finish_reason`` is "stop" (EOS / stop string / stop id) or "length"."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    usage: Usage
+
+
+class Model:
+    """A loaded checkpoint: its plugin, engine and tokenizer. ``close()`` frees everything."""
+
+    def __init__(self, plugin: TextModelPluginInterface):
+        self.plugin = plugin
+
+    @property
+    def engine(self):
+        engine = getattr(self.plugin, "engine", None)
+        if engine is None:
+            raise RuntimeError("this model was closed")
+        return engine
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.plugin.tokenize(text, add_special_tokens=add_special_tokens)
+
+    def detokenize(self, token_ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        return self.plugin.detokenize(token_ids, skip_special_tokens=skip_special_tokens)
+
+    def _ids(self, prompt: str | Sequence[int]) -> list[int]:
+        self.engine  # noqa: B018 -- a closed model says so before the tokenizer does
+        return self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+
+    def generate(self, prompts: str | Sequence[int] | Sequence[str | Sequence[int]],
+                 **sampling: Any) -> list[GenerationResult]:
+        """Generates for one prompt or a list (texts or token-id lists), batched together.
+
+        ``sampling``: ``SamplingParams`` fields (temperature, top_k, top_p, min_p,
+        repetition_penalty, seed, max_tokens, stop, stop_token_ids, ignore_eos).
+        """
+        if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        ids = [self._ids(p) for p in prompts]
+        seqs = self.engine.generate(ids, SamplingParams(**sampling))
+        return [GenerationResult(s.output_text, list(s.output_token_ids), s.finish_reason,
+                                 Usage(s.num_prompt_tokens, s.num_output_tokens)) for s in seqs]
+
+    def stream(self, prompt: str | Sequence[int], **sampling: Any) -> Iterator[str]:
+        """Yields text pieces of one request as they are generated."""
+        return self.engine.stream(self._ids(prompt), SamplingParams(**sampling))
+
+    def close(self) -> None:
+        self.plugin.cleanup()
+
+
+def load(path: str | Path, dtype: str = "auto", device: str = "auto", *,
+         manager: PluginManager | None = None, **options: Any) -> Model:
+    """Loads the checkpoint folder ``path`` with the plugin its config.json asks for.
+
+    ``options`` go to the plugin's ``initialize`` (e.g. ``max_seq_len``, ``max_batch_size``,
+    ``num_kv_blocks``, ``prefill_budget``). Raises ``ConfigError`` (no/bad config.json),
+    ``NoPluginForModelError`` (listing the served model types), ``WeightLoadError``, or what else
+    stopped the plugin.
+    """
+    manager = manager or PluginManager()
+    info = manager.plugin_for_checkpoint(path)
+    plugin = manager.create_plugin(info.name)
+    if not plugin.initialize(model_path=str(path), dtype=dtype, device=device, **options):
+        error = getattr(plugin, "init_error", None)
+        if error is not None:
+            raise error
+        raise RuntimeError(f"plugin {info.name!r} failed to initialize {path}")
+    return Model(plugin)
