@@ -23,7 +23,7 @@ from .plugin_files import write_plugin
 def test_env_var_plugin_is_found_created_and_imported_lazily(tmp_path, monkeypatch):
     write_plugin(tmp_path / "plugins" / "echo", "Echo")
     monkeypatch.setenv("INFERENCE_PIO_PLUGIN_PATH", str(tmp_path / "plugins"))
-    manager = PluginManager()
+    manager = PluginManager(builtin_package=None)
     [info] = manager.list_plugins()
     assert (info.name, info.source, info.path) == ("Echo", "path", tmp_path / "plugins" / "echo")
     assert info.manifest.capabilities == ["text-generation"]
@@ -46,7 +46,7 @@ def test_env_var_entries_may_be_plugin_folders_and_missing_ones_are_reported(tmp
     b = write_plugin(tmp_path / "more" / "b", "B")
     entries = [str(a), str(tmp_path / "more"), str(tmp_path / "gone")]
     monkeypatch.setenv("INFERENCE_PIO_PLUGIN_PATH", os.pathsep.join(entries))
-    manager = PluginManager()
+    manager = PluginManager(builtin_package=None)
     assert [p.name for p in manager.list_plugins()] == ["A", "B"]
     assert manager.plugin_info("b").path == b
     [broken] = manager.broken_plugins()
@@ -59,7 +59,7 @@ def test_broken_manifests_are_reported_with_file_and_field_while_good_plugin_loa
     write_plugin(root / "bad_json", "BadJson", manifest_text='{"name": ')
     write_plugin(root / "bad_type", "BadType", num_parameters="seven")
     write_plugin(root / "no_entry", "NoEntry", entry_point=None)
-    manager = PluginManager([root])
+    manager = PluginManager([root], builtin_package=None)
     assert [p.name for p in manager.list_plugins()] == ["Good"]
     assert manager.create_plugin("Good").generate_text("ok") == "ok"
     messages = {b.path: b.message for b in manager.errors}
@@ -86,13 +86,13 @@ def test_plugin_whose_code_fails_is_reported_and_not_left_half_imported(tmp_path
 def test_unknown_name_lists_known_plugins(tmp_path):
     write_plugin(tmp_path / "echo", "Echo")
     with pytest.raises(PluginNotFoundError, match="'llama'.*known plugins: Echo"):
-        PluginManager([tmp_path / "echo"]).get_plugin("llama")
+        PluginManager([tmp_path / "echo"], builtin_package=None).get_plugin("llama")
 
 
 def test_duplicate_name_keeps_the_first_and_reports_the_second(tmp_path):
     first = write_plugin(tmp_path / "one" / "echo", "Echo")
     second = write_plugin(tmp_path / "two" / "echo", "echo")
-    manager = PluginManager([tmp_path / "one", tmp_path / "two"])
+    manager = PluginManager([tmp_path / "one", tmp_path / "two"], builtin_package=None)
     assert [p.path for p in manager.list_plugins()] == [first]
     [broken] = manager.broken_plugins()
     assert broken.path == str(second) and "already taken" in broken.message
@@ -129,7 +129,7 @@ def _install_distribution(site, monkeypatch):
 
 def test_entry_point_distribution_is_discovered_and_imported_lazily(tmp_path, monkeypatch):
     _install_distribution(tmp_path / "site", monkeypatch)
-    manager = PluginManager()
+    manager = PluginManager(builtin_package=None)
     [info] = manager.list_plugins()
     assert (info.name, info.source, info.module_name) == ("DistEcho", "entry_point", "echo_dist_plugin")
     assert "echo_dist_plugin" not in sys.modules
