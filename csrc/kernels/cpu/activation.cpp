@@ -13,7 +13,9 @@ namespace {
 
 // Below this many outputs per thread, waking a second thread costs more than it saves
 // (an output costs ~20 vector ops, several times rms_norm's, hence the smaller figure).
-constexpr int64_t kMinElemsPerThread = 4096;
+// Below this, one thread: waking the second costs more than it saves, and a descheduled
+// thread stalls the whole region for a scheduler tick on a busy machine.
+constexpr int64_t kMinElemsPerThread = 1 << 15;
 
 struct Silu {
   VecF operator()(VecF x) const { return vsilu(x); }
