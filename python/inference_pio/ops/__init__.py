@@ -7,6 +7,7 @@ are tested against). ``use_backend(...)`` / ``INFERENCE_PIO_BACKEND`` force a ba
 from ._dispatch import BACKENDS, BackendUnsupported, all_ops, use_backend
 from . import rope_cache
 from .activation import gelu_and_mul, gelu_and_mul_reference, silu_and_mul, silu_and_mul_reference
+from .linear import linear, linear_reference
 from .kv_cache import reshape_and_cache, reshape_and_cache_reference
 from .paged_decode_attention import paged_decode_attention, paged_decode_attention_reference
 from .prefill_attention import prefill_attention, prefill_attention_reference
@@ -38,4 +39,6 @@ __all__ = [
     "reshape_and_cache_reference",
     "paged_decode_attention",
     "paged_decode_attention_reference",
+    "linear",
+    "linear_reference",
 ]
