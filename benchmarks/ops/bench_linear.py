@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference_pio.ops import linear as lin
+from inference_pio import ops as lin  # ops.linear / ops.linear_reference
 
 # (M, K, N): TinyLlama-1.1B gate_up/down-sized [5632, 2048] and attention-sized [2048, 2048]
 # projections at batch 1, and a batch of 8 decode rows.

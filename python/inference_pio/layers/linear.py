@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import _dispatch
-from ..ops import linear as _linear_ops
+from ..ops.linear import SMALL_M_MAX, linear_cpu_unchecked
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -40,7 +40,7 @@ class Linear(nn.Module):
             if out is None:
                 out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype)
             # Validated here only as far as routing needs; the C++ kernel checks shapes and strides.
-            _linear_ops.linear_cpu_unchecked(x, self.weight, self.bias, out)
+            linear_cpu_unchecked(x, self.weight, self.bias, out)
             return out
         if out is None:
             return F.linear(x, self.weight, self.bias)
@@ -54,7 +54,7 @@ class Linear(nn.Module):
         return (
             x.device.type == "cpu"
             and x.dim() == 2
-            and x.shape[0] <= _linear_ops.SMALL_M_MAX
+            and x.shape[0] <= SMALL_M_MAX
             and x.dtype in _KERNEL_DTYPES
             and x.dtype == w.dtype
             and w.device.type == "cpu"
