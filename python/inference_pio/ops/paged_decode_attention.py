@@ -17,6 +17,7 @@ from . import _dispatch
 from ._checks import FLOAT_DTYPES, check_out, check_positive_int, check_same_device, check_same_dtype, check_scale
 from ._checks import check_shape, check_tensor
 from ._tensor import view
+from .prefill_attention import prefill_attention_reference
 from .. import _native
 
 _paged_decode_attention = _dispatch.op("paged_decode_attention")
@@ -69,25 +70,18 @@ def paged_decode_attention_reference(
     sliding_window: int | None = None,
     max_context_len: int | None = None,
 ) -> torch.Tensor:
-    """The specification, one sequence at a time in float32 (float64 for float64 inputs):
-    gather the sequence's keys/values through its block table, softmax(q K^T * scale) V."""
-    num_seqs, num_heads, head_dim = query.shape
-    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
-    scale = check_scale(scale, head_dim)
+    """The specification: decode is prefill with one query per sequence, sitting at position
+    ``context_len - 1`` of its paged keys, so this defers to ``prefill_attention_reference``."""
+    num_blocks, block_size = key_cache.shape[:2]
+    scale = check_scale(scale, query.shape[-1])
     check_paged_metadata_values(block_tables, context_lens, num_blocks, block_size, sliding_window, max_context_len)
-    acc = torch.promote_types(query.dtype, torch.float32)
-    group = num_heads // num_kv_heads
-    out = torch.empty_like(query)
-    for s in range(num_seqs):
-        ctx = int(context_lens[s])
-        first = max(0, ctx - sliding_window) if sliding_window is not None else 0
-        pos = torch.arange(first, ctx, device=query.device)
-        blocks = block_tables[s, pos // block_size].long()
-        k = key_cache[blocks, pos % block_size].to(acc).repeat_interleave(group, dim=1)  # [n, heads, dim]
-        v = value_cache[blocks, pos % block_size].to(acc).repeat_interleave(group, dim=1)
-        p = (torch.einsum("hd,nhd->hn", query[s].to(acc), k) * scale).softmax(-1)
-        out[s] = torch.einsum("hn,nhd->hd", p, v).to(query.dtype)
-    return out
+    num_seqs = query.shape[0]
+    cu_seqlens_q = torch.arange(num_seqs + 1, dtype=torch.int32, device=query.device)
+    cu_seqlens_k = torch.zeros(num_seqs + 1, dtype=torch.int32, device=query.device)
+    cu_seqlens_k[1:] = context_lens.cumsum(0)
+    return prefill_attention_reference(
+        query, key_cache, value_cache, cu_seqlens_q, cu_seqlens_k, True, scale, sliding_window, block_tables=block_tables
+    )
 
 
 def paged_decode_attention(
