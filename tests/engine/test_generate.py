@@ -72,3 +72,21 @@ def test_eos_stops_with_reason_stop(model):
 def test_tokenize_roundtrip(model):
     ids = model.tokenize("The quick brown fox")
     assert model.detokenize(ids) == "The quick brown fox"
+
+
+def test_logits_processor_forces_tokens_through_the_engine(model):
+    """The engine hands each processor the request's output so far: here it forces a fixed script."""
+    script = [5, 9, 11, 3, 17]
+    calls = []
+
+    def force_script(output_ids, row):
+        calls.append(len(output_ids))
+        row.fill_(float("-inf"))
+        row[script[len(output_ids)]] = 0.0
+
+    params_forced = greedy(5, ignore_eos=True, logits_processors=(force_script,))
+    seqs = model.engine.generate([[1, 2, 3], [4, 5, 6, 7]], [params_forced, greedy(5, ignore_eos=True)])
+    assert seqs[0].output_token_ids == script
+    assert calls == [0, 1, 2, 3, 4]
+    alone = model.engine.generate([[4, 5, 6, 7]], greedy(5, ignore_eos=True))[0]
+    assert seqs[1].output_token_ids == alone.output_token_ids

@@ -187,3 +187,31 @@ def test_sampler_argument_errors():
         s(torch.zeros(1, 4), [SamplingParams()] * 2)
     with pytest.raises(ValueError, match="seen_token_ids is required"):
         s(torch.zeros(1, 4), [SamplingParams(repetition_penalty=1.2)])
+
+
+def test_logits_processors_edit_rows_before_sampling():
+    """A processor sees its own row's output ids and logits; it runs for greedy rows and sampled rows."""
+    seen = []
+
+    def only(token):
+        def processor(output_ids, row):
+            seen.append((token, list(output_ids), row.shape))
+            keep = row[token].clone()
+            row.fill_(float("-inf"))
+            row[token] = keep
+        return processor
+
+    logits = torch.randn(3, 11)
+    params = [SamplingParams(temperature=0, logits_processors=(only(7),)), SamplingParams(temperature=0),
+              SamplingParams(temperature=1.5, top_p=0.9, logits_processors=[only(2)])]
+    expected_free_row = int(logits[1].argmax())
+    out = Sampler()(logits, params, output_token_ids=[[1, 2], None, []])
+    assert out.tolist() == [7, expected_free_row, 2]
+    assert seen == [(7, [1, 2], (11,)), (2, [], (11,))]
+
+
+def test_logits_processors_are_validated():
+    with pytest.raises(ValueError, match="logits_processors"):
+        SamplingParams(logits_processors=(3,))
+    with pytest.raises(ValueError, match="output_token_ids"):
+        Sampler()(torch.zeros(1, 4), [SamplingParams(logits_processors=(lambda ids, row: None,))])

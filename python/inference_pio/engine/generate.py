@@ -152,7 +152,8 @@ class GenerationEngine:
             logits = logits[torch.tensor([rows.index(i) for i in sample_rows], device=logits.device)]
         batch = [seqs[i] for i in sample_rows]
         next_ids = self.sampler(logits.float(), [s.params for s in batch], [s.seen_token_ids() for s in batch],
-                                [s.generator for s in batch])
+                                [s.generator for s in batch],
+                                [s.output_token_ids if s.params.logits_processors else None for s in batch])
         for i, s, token in zip(sample_rows, batch, next_ids.tolist()):
             piece = s.append_token(token)
             if s.is_finished:

@@ -14,7 +14,7 @@ which other requests share the batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +39,9 @@ class SamplingParams:
       divided by it and negative logits multiplied by it (transformers semantics).
     - ``seed``: None = the global torch generator; an int gives a per-request generator.
     - ``max_tokens`` >= 1 new tokens; ``stop`` strings (non-empty); ``stop_token_ids``; ``ignore_eos``.
+    - ``logits_processors``: callables ``f(output_token_ids: list[int], logits: Tensor[vocab]) -> None``
+      that edit the row's float32 logits in place before every other filter (a grammar's token
+      mask, say). They run for greedy rows too. A processor holding state is per request.
     """
 
     temperature: float = 1.0
@@ -51,6 +54,7 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default=())
     stop_token_ids: tuple[int, ...] = field(default=())
     ignore_eos: bool = False
+    logits_processors: tuple[Callable[[list[int], torch.Tensor], None], ...] = field(default=())
 
     def __post_init__(self):
         if not _is_number(self.temperature) or not self.temperature >= 0:
@@ -77,6 +81,10 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", ids)
         if not isinstance(self.ignore_eos, bool):
             raise ValueError(f"ignore_eos must be a bool, got {self.ignore_eos!r}")
+        processors = tuple(self.logits_processors)
+        if any(not callable(f) for f in processors):
+            raise ValueError(f"logits_processors must be callables, got {self.logits_processors!r}")
+        object.__setattr__(self, "logits_processors", processors)
 
     @property
     def is_greedy(self) -> bool:
@@ -178,7 +186,8 @@ class Sampler:
     copied). ``seen_token_ids[i]`` (1-D int64 on the logits' device: prompt + output so far) is read
     only for rows with a repetition penalty. ``generators[i]`` is row ``i``'s torch.Generator (on the
     logits' device) or None for the global one; a request with a seed must pass the same generator
-    every step (:class:`inference_pio.engine.sequence.Sequence` keeps it).
+    every step (:class:`inference_pio.engine.sequence.Sequence` keeps it). ``output_token_ids[i]`` (row
+    ``i``'s generated ids so far) is required when a row has ``logits_processors``.
     """
 
     def __call__(
@@ -187,8 +196,15 @@ class Sampler:
         params: Sequence[SamplingParams],
         seen_token_ids: Sequence[torch.Tensor | None] | None = None,
         generators: Sequence[torch.Generator | None] | None = None,
+        output_token_ids: Sequence[list[int]] | None = None,
     ) -> torch.Tensor:
         batch = self._check(logits, params, seen_token_ids, generators)
+        for i, p in enumerate(params):
+            if p.logits_processors:
+                if output_token_ids is None:
+                    raise ValueError("output_token_ids is required when a row has logits_processors")
+                for processor in p.logits_processors:
+                    processor(output_token_ids[i], logits[i])
         penalties = [p.repetition_penalty for p in params]
         if any(p != 1.0 for p in penalties):
             if seen_token_ids is None:
