@@ -51,6 +51,15 @@ class Model:
             raise RuntimeError("this model was closed")
         return engine
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.engine.model.config.vocab_size)
+
+    @property
+    def max_model_len(self) -> int:
+        """Most tokens (prompt + output) one request may hold."""
+        return int(self.engine.max_model_len)
+
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.plugin.tokenize(text, add_special_tokens=add_special_tokens)
 

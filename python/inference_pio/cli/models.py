@@ -1,0 +1,106 @@
+"""``pio models list | show | pull | import | rm`` over the local model catalogue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.table import Table
+
+from ._console import console
+
+app = typer.Typer(help="Local models: the catalogue of the model manager.", no_args_is_help=True)
+
+
+def _manager():
+    from ..models import LocalModelManager
+
+    manager = LocalModelManager()
+    asyncio.run(manager.initialize())
+    return manager
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _params(n: int | None) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+@app.command("list", help="List catalogued models (optionally one family).")
+def list_models(family: str = typer.Option(None, "--family", help="llama, mistral, qwen, deepseek, bert, custom")) -> int:
+    from ..models import ModelType
+
+    manager = _manager()
+    models = manager.list_models(ModelType(family) if family else None)
+    table = Table("id", "format", "weights", "size", "params", "source")
+    for m in models:
+        table.add_row(m.id, m.format.value, m.quantization or m.dtype or "-", _size(m.size_bytes),
+                      _params(m.parameter_count), m.source.value)
+    console.print(table)
+    if not models:
+        console.print("[dim]no models yet: `pio models import PATH` or `pio models pull NAME`[/]")
+    return 0
+
+
+@app.command(help="Show everything the catalogue knows about MODEL_ID.")
+def show(model_id: str) -> int:
+    from ._models import catalogued_model
+
+    info = catalogued_model(model_id)
+    table = Table(show_header=False)
+    for field in ("id", "name", "family", "source", "format", "path", "size_bytes", "parameter_count", "dtype",
+                  "quantization", "capabilities", "plugin"):
+        value = getattr(info, field, None)
+        value = getattr(value, "value", value)
+        table.add_row(field, ", ".join(value) if isinstance(value, tuple) else str(value))
+    console.print(table)
+    return 0
+
+
+@app.command(help="Download NAME from a source (huggingface repo id, or an Ollama registry name).")
+def pull(
+    name: str,
+    source: str = typer.Option("huggingface", "--source", help="huggingface or ollama"),
+    family: str = typer.Option(None, "--family", help="Model family when it cannot be told from the files."),
+) -> int:
+    from ..models import ModelType
+
+    manager = _manager()
+    info = asyncio.run(manager.download_model(name, ModelType(family) if family else None, source))
+    console.print(f"pulled [bold]{info.id}[/] ({_size(info.size_bytes)})")
+    return 0
+
+
+@app.command("import", help="Add a local checkpoint folder or .gguf file to the catalogue.")
+def import_model(
+    path: str,
+    name: str = typer.Option(None, "--name", help="Catalogue name (default: from the path)."),
+    family: str = typer.Option(None, "--family", help="Model family when it cannot be told from the files."),
+) -> int:
+    from ..models import ModelType
+
+    manager = _manager()
+    info = asyncio.run(manager.import_model(path, ModelType(family) if family else None, name))
+    console.print(f"imported [bold]{info.id}[/] ({_size(info.size_bytes)})")
+    return 0
+
+
+@app.command("rm", help="Remove MODEL_ID from the catalogue (and the files the catalogue owns).")
+def remove(model_id: str, yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> int:
+    manager = _manager()
+    info = manager.get_model(model_id)
+    if not yes and not typer.confirm(f"remove {info.id}?"):
+        raise typer.Abort()
+    asyncio.run(manager.remove_model(info.id))
+    console.print(f"removed {info.id}")
+    return 0

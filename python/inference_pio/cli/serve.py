@@ -1,0 +1,44 @@
+"""``pio serve [MODEL]``: the OpenAI-compatible server, bound to 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from . import _options as opt
+from ._console import err_console
+from ._models import open_model, resolve_model_path
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(help="Serve MODEL (default: SmolLM2-135M-Instruct) over an OpenAI-compatible HTTP API.")
+    def serve(
+        model_spec: str = typer.Argument(None, metavar="[MODEL]", show_default=False),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
+        port: int = typer.Option(8000, "--port", min=0, max=65535),
+        name: str = typer.Option(None, "--name", help="Model name clients send (default: from MODEL)."),
+        embedding_model: str = typer.Option(None, "--embedding-model",
+                                            help="Checkpoint serving /v1/embeddings (a sentence-embedding model)."),
+        api_key: str = typer.Option(None, "--api-key", envvar="PIO_API_KEY",
+                                    help="Require 'Authorization: Bearer KEY' (or set PIO_API_KEY)."),
+        max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most requests decoded together."),
+        dtype: str = opt.Dtype,
+        max_seq_len: int = opt.MaxSeqLen,
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> int:
+        import uvicorn
+
+        from ..server import ServedModel, ServerState, create_app
+
+        path = resolve_model_path(model_spec)
+        model = open_model(str(path), max_batch_size=max_batch_size, **opt.load_options(dtype, max_seq_len))
+        generator = ServedModel(name or model_spec or path.stem, model, model.async_engine())
+        embedder = None
+        if embedding_model:
+            emb = open_model(embedding_model)
+            embedder = ServedModel(os.path.basename(os.path.normpath(embedding_model)), emb)
+        app = create_app(ServerState(generator, embedder, api_key))
+        err_console.print(f"serving [bold]{generator.name}[/] on http://{host}:{port}/v1", highlight=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return 0

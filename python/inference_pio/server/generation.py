@@ -1,0 +1,135 @@
+"""Running one API request's choices on the async engine: limits, sampling, streaming, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from ..engine.sampler import SamplingParams
+from .errors import APIError
+from .state import ServedModel
+
+
+@dataclass
+class Choice:
+    index: int
+    text: str = ""
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+def token_budget(served: ServedModel, prompt_tokens: int, requested: int | None, prompt_param: str) -> int:
+    """``max_tokens`` checked against the context; None means "up to the end of the context"."""
+    limit = served.model.max_model_len
+    if prompt_tokens >= limit:
+        raise APIError(400, f"the prompt has {prompt_tokens} tokens but {served.name} holds at most {limit} "
+                            f"tokens of context (prompt + completion)", param=prompt_param,
+                       code="context_length_exceeded")
+    if requested is None:
+        return limit - prompt_tokens
+    if prompt_tokens + requested > limit:
+        raise APIError(400, f"{served.name} holds at most {limit} tokens of context, but the request asks for "
+                            f"{prompt_tokens + requested} ({prompt_tokens} in the prompt + {requested} max_tokens)",
+                       param="max_tokens", code="context_length_exceeded")
+    return requested
+
+
+def sampling_for_choices(req, max_tokens: int, processors: Callable[[], tuple] = tuple) -> list[SamplingParams]:
+    """One ``SamplingParams`` per choice; with a seed, choice ``i`` uses ``seed + i`` (distinct, reproducible)."""
+    out = []
+    for i in range(req.n):
+        try:
+            out.append(SamplingParams(
+                temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=None if req.seed is None else req.seed + i,
+                max_tokens=max_tokens, stop=req.stop_list, repetition_penalty=req.repetition_penalty, ignore_eos=req.ignore_eos,
+                logits_processors=processors()))
+        except ValueError as e:
+            raise APIError(400, str(e)) from e
+    return out
+
+
+async def _events(served: ServedModel, index: int, prompt_ids: list[int], params: SamplingParams,
+                  request_id: str) -> AsyncIterator[tuple[int, str, int, str | None]]:
+    """``(choice index, new text, new token count, finish reason)`` for one choice; aborts when closed."""
+    gen = served.engine.generate(prompt_ids, params, request_id=request_id)
+    async with contextlib.aclosing(gen):
+        async for out in gen:
+            yield index, out.text or "", len(out.token_ids), out.finish_reason
+
+
+async def run_choices(served: ServedModel, prompt_ids: list[int], params: list[SamplingParams]) -> list[Choice]:
+    """All choices to completion, concurrently (they batch together in the engine)."""
+    async def one(i, p):
+        choice = Choice(i)
+        async for _, text, n, finish in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
+            choice.text += text
+            choice.completion_tokens += n
+            choice.finish_reason = finish or choice.finish_reason
+        return choice
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(params))))
+
+
+async def stream_choices(served: ServedModel, prompt_ids: list[int],
+                         params: list[SamplingParams]) -> AsyncIterator[tuple[int, str, int, str | None]]:
+    """The events of every choice, interleaved as they come; closing this cancels every choice."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(i, p):
+        try:
+            async for event in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
+                await queue.put(event)
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer, which re-raises it
+            await queue.put(e)
+            raise
+        finally:
+            await queue.put(done)
+
+    tasks = [asyncio.create_task(pump(i, p)) for i, p in enumerate(params)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                if not isinstance(item, asyncio.CancelledError):
+                    raise item
+            else:
+                yield item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def cancel_on_disconnect(request, work) -> tuple[bool, object]:
+    """Runs ``work`` (a coroutine) unless the client goes away first: ``(disconnected, result)``."""
+    task = asyncio.ensure_future(work)
+
+    async def watch():
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        finished, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in finished:
+        return False, task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return True, None
+
+
+def usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _rid() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,43 @@
+"""What one server serves: a generation model (with its async engine) and an optional embedding model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .errors import APIError
+
+
+@dataclass
+class ServedModel:
+    """``model`` is an ``inference_pio.api.Model``; ``engine`` its running async engine (None for embedders)."""
+
+    name: str
+    model: object
+    engine: object | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class ServerState:
+    generator: ServedModel | None
+    embedder: ServedModel | None = None
+    api_key: str | None = None
+
+    def served(self) -> list[ServedModel]:
+        return [m for m in (self.generator, self.embedder) if m is not None]
+
+    def generation_model(self, name: str) -> ServedModel:
+        if self.generator is not None and name == self.generator.name:
+            return self.generator
+        raise self._unknown(name, "generation")
+
+    def embedding_model(self, name: str) -> ServedModel:
+        if self.embedder is not None and name == self.embedder.name:
+            return self.embedder
+        raise self._unknown(name, "embedding")
+
+    def _unknown(self, name: str, what: str) -> APIError:
+        available = ", ".join(m.name for m in self.served()) or "none"
+        return APIError(404, f"the model {name!r} does not exist or does not serve {what} (served: {available})",
+                        "not_found_error", "model", "model_not_found")
