@@ -43,6 +43,7 @@ class Model:
 
     def __init__(self, plugin: TextModelPluginInterface):
         self.plugin = plugin
+        self._async_engine = None
 
     @property
     def engine(self):
@@ -59,6 +60,31 @@ class Model:
     def max_model_len(self) -> int:
         """Most tokens (prompt + output) one request may hold."""
         return int(self.engine.max_model_len)
+
+    def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True,
+                            **template_kwargs: Any) -> list[int]:
+        """Token ids of ``messages`` (``[{"role": ..., "content": ...}]``) rendered with the model's chat template."""
+        tokenizer = getattr(self.plugin, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("this model has no tokenizer, so no chat template")
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
+                                             **template_kwargs)
+
+    def embed(self, texts: str | Sequence[str], **options: Any):
+        """Sentence embeddings ``[n, dim]`` (float32) from an embedding model's plugin."""
+        embed = getattr(self.plugin, "embed", None)
+        if embed is None:
+            raise ValueError(f"{type(self.plugin).__name__} is not an embedding model")
+        return embed([texts] if isinstance(texts, str) else list(texts), **options)
+
+    def async_engine(self):
+        """The model's :class:`~inference_pio.engine.async_engine.AsyncEngine` (one per model, started lazily):
+        concurrent ``generate`` calls from asyncio share the batch (continuous batching)."""
+        if self._async_engine is None:
+            from .engine.async_engine import AsyncEngine
+
+            self._async_engine = AsyncEngine(self.engine)
+        return self._async_engine
 
     def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.plugin.tokenize(text, add_special_tokens=add_special_tokens)
@@ -89,6 +115,9 @@ class Model:
         return self.engine.stream(self._ids(prompt), SamplingParams(**sampling))
 
     def close(self) -> None:
+        if self._async_engine is not None:
+            self._async_engine.shutdown()
+            self._async_engine = None
         self.plugin.cleanup()
 
 

@@ -67,14 +67,21 @@ def test_prompt_longer_than_context(folder):
     assert result.finish_reason == "length" and len(result.token_ids) == 2
 
 
-def test_kv_cache_exhausted_raises_and_leaves_cache_usable(folder):
+def test_kv_cache_exhausted_preempts_or_raises_and_leaves_cache_usable(folder):
     model = inference_pio.load(folder, num_kv_blocks=3, kv_block_size=16)
     cache = model.plugin.kv_cache
-    with pytest.raises(KVCacheFullError):  # 2 x 20 tokens need 4 blocks at prefill
-        model.generate([list(range(1, 21)), list(range(2, 22))], max_tokens=4, temperature=0)
+    prompts = [list(range(1, 21)), list(range(2, 22))]
+    # 2 x 20 tokens need 4 blocks: the second request waits (or is preempted) until the first is done.
+    both = model.generate(prompts, max_tokens=4, temperature=0, ignore_eos=True)
+    alone = [model.generate([p], max_tokens=4, temperature=0, ignore_eos=True)[0] for p in prompts]
+    assert [r.token_ids for r in both] == [r.token_ids for r in alone]
     assert cache.usage().used_blocks == 0
-    with pytest.raises(KVCacheFullError):  # 40 prompt tokens fit in 3 blocks; decoding past 48 does not
+    # 40 prompt tokens fit in 3 blocks; decoding past 48 does not, even with the cache to itself.
+    with pytest.raises(KVCacheFullError, match="the whole cache holds 48"):
         model.generate([list(range(1, 41))], max_tokens=20, temperature=0, ignore_eos=True)
+    assert cache.usage().used_blocks == 0
+    with pytest.raises(KVCacheFullError):  # a prompt larger than the whole cache is refused at admission
+        model.generate([list(range(1, 60))], max_tokens=2, temperature=0, ignore_eos=True)
     assert cache.usage().used_blocks == 0
     [ok] = model.generate([list(range(1, 41))], max_tokens=8, temperature=0, ignore_eos=True)
     assert len(ok.token_ids) == 8

@@ -1,164 +1,245 @@
-"""The generation loop: packed (chunked) prefill, batched decode, sampling, stops, streaming.
+"""The generation engine: continuous batching over a paged KV cache, sampling, stops, streaming.
 
 ``GenerationEngine`` drives any model with the engine's forward signature
-``model(input_ids [T], positions [T], meta, key_caches, value_caches) -> logits [num_seqs, vocab]``
-over a :class:`PagedKVCache`. One call serves a fixed batch of requests (no continuous batching
-yet): all prompts are prefilled, packed together up to ``prefill_budget`` tokens per step (longer
-prompts in chunks), then the unfinished sequences decode together, one token each per step.
-A sequence's KV blocks are freed as soon as it finishes, and always when the call ends (also on
-an error), so a failed call leaves the cache empty and usable.
+``model(input_ids [T], positions [T], meta, key_caches, value_caches) -> logits [num_seqs, vocab]``.
+Requests enter a :class:`~inference_pio.engine.scheduler.Scheduler`; each :meth:`step` runs one
+forward over what the scheduler picked (decode tokens of running requests and prompt chunks of new
+ones, packed together), samples the requests whose pending tokens are all in the cache, and hands
+each request's new token and text to its sink. Requests may arrive and leave between steps.
+
+The synchronous ``generate`` / ``stream`` add their requests and step until those finish; a
+:class:`~inference_pio.engine.async_engine.AsyncEngine` steps from a background thread. Both may
+run at once: every step happens under the engine's lock and serves every live request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Sequence as SequenceABC
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence as SequenceABC
 
 import torch
 
 from .kv_cache import PagedKVCache
 from .sampler import Sampler, SamplingParams
+from .scheduler import Request, Scheduler
 from .sequence import Sequence
 from .streaming import Decoder
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestOutput:
+    """What one step produced for one request: its new token ids, the text they made final, and
+    ``finish_reason`` ("stop" / "length") on the request's last output, else None."""
+
+    request_id: str
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
 
 
 class GenerationEngine:
     """Runs requests through ``model`` with ``kv_cache``.
 
     ``max_model_len``: most tokens (prompt + output) one sequence may hold; ``prefill_budget``:
-    most prompt tokens in one forward step. ``tokenizer`` enables text output and stop strings.
+    most prompt tokens in one forward step; ``max_num_seqs``: most requests running at once.
+    ``tokenizer`` enables text output and stop strings.
     """
 
     def __init__(self, model, kv_cache: PagedKVCache, *, max_model_len: int, prefill_budget: int = 512,
-                 tokenizer: Decoder | None = None, eos_token_ids: Iterable[int] = ()):
-        if prefill_budget < 1:
-            raise ValueError(f"prefill_budget must be >= 1, got {prefill_budget}")
+                 max_num_seqs: int = 256, tokenizer: Decoder | None = None, eos_token_ids: Iterable[int] = ()):
         self.model = model
         self.kv_cache = kv_cache
         self.max_model_len = max_model_len
-        self.prefill_budget = prefill_budget
+        self.scheduler = Scheduler(kv_cache, prefill_budget, max_num_seqs)
         self.tokenizer = tokenizer
         self.eos_token_ids = tuple(eos_token_ids)
         self.device = kv_cache.device
         self.sampler = Sampler()
+        self.lock = threading.RLock()
         self._ids = itertools.count()
+        self._inbox: deque[tuple[str, Request]] = deque()  # adds / aborts from any thread, applied by step()
         # Step inputs are written through numpy views of reused buffers (no tensor built per step).
         self._input_ids = torch.empty(max(prefill_budget, 1), dtype=torch.int64)
         self._positions = torch.empty_like(self._input_ids)
 
-    # ----- public -----
+    @property
+    def prefill_budget(self) -> int:
+        return self.scheduler.token_budget
+
+    @prefill_budget.setter
+    def prefill_budget(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"prefill_budget must be >= 1, got {value}")
+        self.scheduler.token_budget = value
+
+    # ----- requests -----
+
+    def new_request(self, prompt: SequenceABC[int], params: SamplingParams, *, request_id: str | None = None,
+                    sink: Callable[[object], None] | None = None, index: int = 0) -> Request:
+        """Checks one prompt and wraps it as a ``Request`` (not yet submitted: see ``submit``)."""
+        n = len(prompt)
+        if n >= self.max_model_len:
+            raise ValueError(f"prompt {index} has {n} tokens but the context holds at most {self.max_model_len} "
+                             f"tokens (prompt + at least one generated token)")
+        # Generation stops with "length" where the context ends.
+        params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.max_model_len - n))
+        seq_id = next(self._ids)
+        seq = Sequence(seq_id, prompt, params, self.tokenizer, self.eos_token_ids, self.device)
+        return Request(str(seq_id) if request_id is None else request_id, seq, seq_id, sink)
+
+    def submit(self, request: Request) -> None:
+        """Queues a request; it joins the batch at the next step (safe from any thread)."""
+        self._inbox.append(("add", request))
+
+    def abort(self, request: Request) -> None:
+        """Stops a request and frees its blocks at the next step (safe from any thread)."""
+        self._inbox.append(("abort", request))
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._inbox) or self.scheduler.has_work
+
+    def stats(self) -> dict:
+        """Live figures: requests waiting / running, KV blocks used / total, preemptions so far."""
+        s, usage = self.scheduler, self.kv_cache.usage()
+        return {"waiting": len(s.waiting) + sum(op == "add" for op, _ in list(self._inbox)),
+                "running": len(s.running), "kv_blocks_used": usage.used_blocks,
+                "kv_blocks_total": usage.num_blocks, "kv_usage": usage.used_fraction,
+                "preemptions": s.num_preemptions}
+
+    # ----- synchronous API -----
 
     def generate(self, prompts: SequenceABC[SequenceABC[int]],
                  params: SamplingParams | SequenceABC[SamplingParams]) -> list[Sequence]:
-        """Runs every prompt (token ids) to completion; returns their finished ``Sequence``s in order."""
-        seqs = self._new_sequences(prompts, params)
-        for _ in self._run(seqs):
+        """Runs every prompt (token ids) to completion; returns their finished ``Sequence``s in order.
+
+        Raises the first error of any of them (the others are then aborted).
+        """
+        requests = self._new_requests(prompts, params, sink=None)
+        for _ in self._drive(requests):
             pass
-        return seqs
+        return [r.seq for r in requests]
 
     def stream(self, prompt: SequenceABC[int], params: SamplingParams) -> Iterator[str]:
         """Yields the text pieces of one request as they become final (needs a tokenizer)."""
         if self.tokenizer is None:
             raise ValueError("streaming text needs a tokenizer")
-        seqs = self._new_sequences([prompt], params)
-        for _, piece in self._run(seqs):
-            if piece:
-                yield piece
+        pieces: list[str] = []
+        [request] = self._new_requests([prompt], params, sink=lambda out: pieces.append(out.text))
+        for _ in self._drive([request]):
+            while pieces:
+                piece = pieces.pop(0)
+                if piece:
+                    yield piece
 
-    # ----- the loop -----
-
-    def _new_sequences(self, prompts, params) -> list[Sequence]:
+    def _new_requests(self, prompts, params, sink) -> list[Request]:
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(params)} SamplingParams")
         if not prompts:
             raise ValueError("no prompts given")
-        seqs = []
-        for i, (prompt, p) in enumerate(zip(prompts, params)):
-            n = len(prompt)
-            if n >= self.max_model_len:
-                raise ValueError(f"prompt {i} has {n} tokens but the context holds at most {self.max_model_len} "
-                                 f"tokens (prompt + at least one generated token)")
-            # Generation stops with "length" where the context ends.
-            p = dataclasses.replace(p, max_tokens=min(p.max_tokens, self.max_model_len - n))
-            seqs.append(Sequence(next(self._ids), prompt, p, self.tokenizer, self.eos_token_ids, self.device))
-        return seqs
+        return [self.new_request(prompt, p, sink=sink, index=i) for i, (prompt, p) in enumerate(zip(prompts, params))]
 
-    def _run(self, seqs: list[Sequence]) -> Iterator[tuple[int, str]]:
-        """Yields ``(index, text piece)`` after each sampled token."""
-        cache = self.kv_cache
+    def _drive(self, requests: list[Request]) -> Iterator[None]:
+        """Steps (under the lock) until ``requests`` are done; aborts them if the caller stops early."""
+        for r in requests:
+            self.submit(r)
         try:
-            yield from self._prefill(seqs)
-            while True:
-                running = [i for i, s in enumerate(seqs) if not s.is_finished]
-                if not running:
-                    return
-                for i in running:
-                    cache.append_slots(seqs[i].seq_id, 1)
-                batch = [seqs[i] for i in running]
-                ids = [s.token_ids[-1] for s in batch]
-                positions = [s.num_tokens - 1 for s in batch]
-                yield from self._step(seqs, running, ids, positions, [1] * len(batch))
+            while not all(r.done for r in requests):
+                with self.lock:
+                    self.step()
+                for r in requests:
+                    if r.error is not None:
+                        raise r.error
+                yield
         finally:
-            for s in seqs:
-                if s.seq_id in cache:
-                    cache.free(s.seq_id)
+            pending = [r for r in requests if not r.done]
+            if pending:
+                for r in pending:
+                    self.abort(r)
+                with self.lock:
+                    self._apply_inbox()
 
-    def _prefill(self, seqs: list[Sequence]) -> Iterator[tuple[int, str]]:
-        """Prompt tokens in steps of at most ``prefill_budget``; a prompt may span several steps."""
-        cache, budget = self.kv_cache, self.prefill_budget
-        done = [0] * len(seqs)  # prompt tokens already in the cache
-        pending = list(range(len(seqs)))
-        while pending:
-            rows, ids, positions, lens, room = [], [], [], [], budget
-            for i in pending:
-                if room == 0:
-                    break
-                s, start = seqs[i], done[i]
-                take = min(room, s.num_prompt_tokens - start)
-                if start == 0:
-                    cache.allocate(s.seq_id, take)
-                else:
-                    cache.append_slots(s.seq_id, take)
-                rows.append(i)
-                ids += s.token_ids[start:start + take]
-                positions += range(start, start + take)
-                lens.append(take)
-                done[i] += take
-                room -= take
-            complete = [i for i in rows if done[i] == seqs[i].num_prompt_tokens]
-            yield from self._step(seqs, rows, ids, positions, lens, sample_rows=complete)
-            pending = [i for i in pending if done[i] < seqs[i].num_prompt_tokens]
+    # ----- one step -----
 
-    def _step(self, seqs, rows, ids, positions, lens, sample_rows=None) -> Iterator[tuple[int, str]]:
-        """One forward over ``rows`` (their new tokens packed), then sampling for ``sample_rows``."""
-        cache, t = self.kv_cache, len(ids)
+    def step(self) -> None:
+        """One forward over the scheduled requests and sampling of the completed ones (hold ``lock``)."""
+        self._apply_inbox()
+        step, failed = self.scheduler.schedule()
+        for req, error in failed:
+            self._fail(req, error)
+        if not step:
+            return
+        try:
+            self._forward_and_sample(step.requests, step.num_new_tokens)
+        except Exception as e:  # the model failed: every request of the step fails with it, blocks freed
+            for req in step.requests:
+                self.scheduler.remove(req)
+                self._fail(req, e)
+
+    def _apply_inbox(self) -> None:
+        while self._inbox:
+            op, req = self._inbox.popleft()
+            if op == "add" and not req.done:
+                self.scheduler.add(req)
+            elif op == "abort":
+                self.scheduler.remove(req)
+
+    def fail_all(self, error: BaseException) -> None:
+        """Ends every live request with ``error`` and frees its blocks (hold ``lock``)."""
+        self._apply_inbox()
+        for req in list(self.scheduler.running) + list(self.scheduler.waiting):
+            self.scheduler.remove(req)
+            self._fail(req, error)
+
+    def _fail(self, req: Request, error: BaseException) -> None:
+        req.error, req.done = error, True
+        if req.sink is not None:
+            req.sink(error)
+
+    def _forward_and_sample(self, requests: list[Request], lens: list[int]) -> None:
+        ids: list[int] = []
+        positions: list[int] = []
+        for r, n in zip(requests, lens):
+            start = r.num_computed
+            ids += r.seq.token_ids[start:start + n]
+            positions += range(start, start + n)
+        t = len(ids)
         if t > self._input_ids.shape[0]:
             self._input_ids = torch.empty(t, dtype=torch.int64)
             self._positions = torch.empty_like(self._input_ids)
-        np_ids, np_pos = self._input_ids.numpy(), self._positions.numpy()
-        np_ids[:t] = ids
-        np_pos[:t] = positions
-        meta = cache.build_metadata([seqs[i].seq_id for i in rows], lens)
+        self._input_ids.numpy()[:t] = ids
+        self._positions.numpy()[:t] = positions
+        cache = self.kv_cache
+        meta = cache.build_metadata([r.seq.seq_id for r in requests], lens)
         input_ids, pos = self._input_ids[:t].to(self.device), self._positions[:t].to(self.device)
         logits = self.model(input_ids, pos, meta, cache.key_caches, cache.value_caches)
-        if sample_rows is None:
-            sample_rows = rows
-        if not sample_rows:
+        for r, n in zip(requests, lens):
+            r.num_computed += n
+        rows = [i for i, r in enumerate(requests) if r.num_pending == 0]
+        if not rows:
             return
-        if len(sample_rows) < len(rows):
-            logits = logits[torch.tensor([rows.index(i) for i in sample_rows], device=logits.device)]
-        batch = [seqs[i] for i in sample_rows]
+        if len(rows) < len(requests):
+            logits = logits[torch.tensor(rows, device=logits.device)]
+        batch = [requests[i].seq for i in rows]
         next_ids = self.sampler(logits.float(), [s.params for s in batch], [s.seen_token_ids() for s in batch],
                                 [s.generator for s in batch],
                                 [s.output_token_ids if s.params.logits_processors else None for s in batch])
-        for i, s, token in zip(sample_rows, batch, next_ids.tolist()):
-            piece = s.append_token(token)
-            if s.is_finished:
-                cache.free(s.seq_id)
-            yield i, piece
+        for i, token in zip(rows, next_ids.tolist()):
+            req = requests[i]
+            piece = req.seq.append_token(token)
+            if req.seq.is_finished:
+                self.scheduler.remove(req)
+            if req.sink is not None:
+                req.sink(RequestOutput(req.request_id, [token], piece, req.seq.finish_reason))
 
 
 def greedy(max_tokens: int, **kwargs) -> SamplingParams:
@@ -166,4 +247,4 @@ def greedy(max_tokens: int, **kwargs) -> SamplingParams:
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, **kwargs)
 
 
-__all__ = ["GenerationEngine", "greedy"]
+__all__ = ["GenerationEngine", "RequestOutput", "greedy"]

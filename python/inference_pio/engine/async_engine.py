@@ -1,0 +1,104 @@
+"""``AsyncEngine``: the generation engine stepped by a background thread, for asyncio callers.
+
+Many coroutines call :meth:`AsyncEngine.generate` at once; their requests join the running batch
+between steps (continuous batching) and each coroutine receives only its own outputs. The model
+runs in the engine thread (the kernels release the GIL), so the event loop never blocks on it.
+Closing a ``generate`` iterator early (client gone, task cancelled) aborts the request and frees
+its KV blocks at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from .generate import GenerationEngine, RequestOutput
+from .sampler import SamplingParams
+
+
+class AsyncEngine:
+    """Wraps a ``GenerationEngine``; the stepping thread starts on first use and stops at ``shutdown``."""
+
+    def __init__(self, engine: GenerationEngine):
+        self.engine = engine
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def stats(self) -> dict:
+        """The engine's live figures (waiting, running, KV blocks used / total, ...)."""
+        return self.engine.stats()
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams,
+                       request_id: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Yields one ``RequestOutput`` per generated token until the request finishes.
+
+        Raises ValueError for a prompt the context cannot hold (before anything runs), and the error
+        that ended the request otherwise (e.g. ``KVCacheFullError`` for a request larger than the cache).
+        """
+        if self._stopped:
+            raise RuntimeError("the engine was shut down")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def sink(item) -> None:  # runs in the engine thread
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        request = self.engine.new_request(list(prompt_ids), params, sink=sink,
+                                          request_id=request_id or uuid.uuid4().hex)
+        self._ensure_thread()
+        self.engine.submit(request)
+        self._wake.set()
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.engine.abort(request)
+                self._wake.set()
+
+    def shutdown(self) -> None:
+        """Stops the stepping thread (requests still running are aborted)."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _ensure_thread(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="inference-pio-engine", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        engine = self.engine
+        while not self._stopped:
+            if not engine.has_work:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                with engine.lock:
+                    engine.step()
+            except Exception as e:  # a scheduler bug must not leave coroutines waiting forever
+                self._fail_all(e)
+        self._fail_all(RuntimeError("the engine was shut down"))
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self.engine.lock:
+            self.engine.fail_all(error)
+
+
+__all__ = ["AsyncEngine"]
