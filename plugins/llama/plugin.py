@@ -32,10 +32,15 @@ class Llama_Plugin(TextModelPluginInterface):
     ``initialize(model_path=..., dtype=..., device=..., num_kv_blocks=..., prefill_budget=...,
     **config_overrides)`` loads config, weights, tokenizer (when the folder has one) and allocates
     the KV cache; on failure it returns ``False`` and keeps the exception in ``init_error``.
+    Plugins of Llama-shaped families subclass it, naming their ``config_class`` / ``model_class``
+    and passing their own metadata.
     """
 
-    def __init__(self):
-        super().__init__(ModelPluginMetadata(
+    config_class: type[LlamaConfig] = LlamaConfig
+    model_class: type[LlamaModel] = LlamaModel
+
+    def __init__(self, metadata: ModelPluginMetadata | None = None):
+        super().__init__(metadata or ModelPluginMetadata(
             name="Llama", version="1.0.0", author="inference-pio",
             description="Llama-architecture decoder models on the paged-KV engine",
             plugin_type=PluginType.MODEL_COMPONENT, dependencies=["torch>=2.4", "safetensors>=0.4", "tokenizers>=0.19"],
@@ -57,7 +62,7 @@ class Llama_Plugin(TextModelPluginInterface):
             self.load(**kwargs)
             return True
         except Exception as exc:  # the interface reports failure by value; the cause stays inspectable
-            logger.error("Llama plugin failed to initialize: %s", exc)
+            logger.error("%s plugin failed to initialize: %s", self.metadata.name, exc)
             self.init_error = exc
             self.cleanup()
             return False
@@ -67,18 +72,18 @@ class Llama_Plugin(TextModelPluginInterface):
         """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure."""
         if config is None:
             if model_path is None:
-                raise ValueError("the Llama plugin needs model_path (a checkpoint folder) or config")
+                raise ValueError(f"the {self.metadata.name} plugin needs model_path (a checkpoint folder) or config")
             if overrides.get("dtype") == "auto":  # let the checkpoint's torch_dtype / dtype decide
                 del overrides["dtype"]
-            config = LlamaConfig.from_checkpoint(model_path, **overrides)
+            config = self.config_class.from_checkpoint(model_path, **overrides)
         self.config = cfg = config
         if cfg.model_path is None:
-            raise ValueError("LlamaConfig.model_path is not set: there is no checkpoint to read weights from")
+            raise ValueError(f"{type(cfg).__name__}.model_path is not set: there is no checkpoint to read weights from")
         device = torch.device("cpu" if cfg.device == "auto" and not torch.cuda.is_available()
                               else "cuda" if cfg.device == "auto" else cfg.device)
         dtype = _torch_dtype(cfg)
         self.metadata.model_family = cfg.family
-        model = LlamaModel(cfg, dtype, device)
+        model = self.model_class(cfg, dtype, device)
         model.load_weights(cfg.model_path, device)
         self.model = model.eval()
         folder = Path(cfg.model_path)
@@ -97,7 +102,7 @@ class Llama_Plugin(TextModelPluginInterface):
     def load_model(self, config: Any = None) -> LlamaModel:
         """The loaded model; ``config`` (a ``LlamaConfig`` or a checkpoint path) loads it first."""
         if config is not None or self.model is None:
-            self.load(**({"config": config} if isinstance(config, LlamaConfig) else {"model_path": config}))
+            self.load(**({"config": config} if isinstance(config, self.config_class) else {"model_path": config}))
         return self.model
 
     def cleanup(self) -> bool:
@@ -114,15 +119,16 @@ class Llama_Plugin(TextModelPluginInterface):
     # ----- use -----
 
     def supports_config(self, config: Any) -> bool:
-        if isinstance(config, LlamaConfig):
+        if isinstance(config, self.config_class):
             return True
         if isinstance(config, dict):
-            return config.get("model_type") == "llama" or "LlamaForCausalLM" in (config.get("architectures") or [])
+            return (config.get("model_type") in self.metadata.model_types
+                    or any(a in self.metadata.architectures for a in config.get("architectures") or []))
         return False
 
     def _require(self) -> GenerationEngine:
         if self.engine is None:
-            raise RuntimeError("the Llama plugin is not initialized (call initialize(model_path=...) first)")
+            raise RuntimeError(f"the {self.metadata.name} plugin is not initialized (call initialize(model_path=...) first)")
         return self.engine
 
     def _require_tokenizer(self) -> Tokenizer:
