@@ -7,11 +7,10 @@ import copy
 import pytest
 import torch
 
-from inference_pio.engine import PagedKVCache
 from inference_pio.engine.generate import greedy
 from inference_pio.plugins.llama import Llama_Plugin
 
-from .checkpoints import hf_model, write_checkpoint
+from .checkpoints import hf_greedy, hf_model, teacher_forced_logits, write_checkpoint
 
 BLOCK = 16
 BF16_TOL = dict(rtol=0.05, atol=0.2)  # bf16 keeps 8 mantissa bits; logits here are O(1-10)
@@ -21,23 +20,6 @@ def load_plugin(folder, dtype="float32", **kw) -> Llama_Plugin:
     plugin = Llama_Plugin()
     plugin.load(model_path=folder, dtype=dtype, kv_block_size=BLOCK, max_seq_len=256, max_batch_size=4, **kw)
     return plugin
-
-
-def teacher_forced_logits(plugin: Llama_Plugin, tokens: list[int], prompt_len: int) -> torch.Tensor:
-    """Logits at every position: the prompt in one prefill, then each later token as a decode step."""
-    cache: PagedKVCache = plugin.kv_cache
-    model, seq = plugin.model, "s"
-    cache.allocate(seq, prompt_len)
-    meta = cache.build_metadata([seq], [prompt_len])
-    ids = torch.tensor(tokens[:prompt_len])
-    rows = [model(ids, torch.arange(prompt_len), meta, cache.key_caches, cache.value_caches, all_logits=True).float().clone()]
-    for pos in range(prompt_len, len(tokens)):
-        cache.append_slots(seq, 1)
-        meta = cache.build_metadata([seq], [1])
-        rows.append(model(torch.tensor([tokens[pos]]), torch.tensor([pos]), meta,
-                          cache.key_caches, cache.value_caches).float().clone())
-    cache.free(seq)
-    return torch.cat(rows)
 
 
 CONFIGS = {
@@ -66,9 +48,7 @@ def test_greedy_continuation_identical_for_64_tokens(gqa_checkpoint):
     hf, folder = gqa_checkpoint
     plugin = load_plugin(folder)
     prompt = list(range(5, 41))  # 36 tokens: 3 blocks
-    with torch.no_grad():
-        expected = hf.generate(torch.tensor([prompt]), max_new_tokens=64, do_sample=False,
-                               eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    expected = hf_greedy(hf, prompt, 64)
     [seq] = plugin.engine.generate([prompt], greedy(64, ignore_eos=True))
     assert seq.output_token_ids == expected
     assert seq.finish_reason == "length"
