@@ -120,6 +120,16 @@ def _gelu_and_mul_cpu(x, approximate, out):
     _native.cpu_module().gelu_and_mul(view(out), view(x), approximate)
 
 
+@_silu_and_mul.register("cuda")
+def _silu_and_mul_cuda(x, out):
+    _native.cuda_module().silu_and_mul(view(out), view(x))
+
+
+@_gelu_and_mul.register("cuda")
+def _gelu_and_mul_cuda(x, approximate, out):
+    _native.cuda_module().gelu_and_mul(view(out), view(x), approximate)
+
+
 _silu_and_mul.register_lazy("triton", "inference_pio.kernels.activation:silu_and_mul")
 _gelu_and_mul.register_lazy("triton", "inference_pio.kernels.activation:gelu_and_mul")
 

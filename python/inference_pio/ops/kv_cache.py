@@ -92,6 +92,11 @@ def _reshape_and_cache_cpu(key, value, key_cache, value_cache, slot_mapping):
     _native.cpu_module().reshape_and_cache(view(key), view(value), view(key_cache), view(value_cache), view(slot_mapping))
 
 
+@_reshape_and_cache.register("cuda")
+def _reshape_and_cache_cuda(key, value, key_cache, value_cache, slot_mapping):
+    _native.cuda_module().reshape_and_cache(view(key), view(value), view(key_cache), view(value_cache), view(slot_mapping))
+
+
 _reshape_and_cache.register_lazy("triton", "inference_pio.kernels.kv_cache:reshape_and_cache")
 
 

@@ -24,6 +24,8 @@ _paged_decode_attention = _dispatch.op("paged_decode_attention")
 
 CPU_HEAD_DIM_MULTIPLE = 16
 CPU_MAX_HEAD_DIM = 256
+CUDA_MAX_HEAD_DIM = 256
+CUDA_MAX_GQA_GROUP = 16
 
 
 def check_paged_metadata_values(
@@ -166,6 +168,23 @@ def _paged_decode_attention_cpu(query, key_cache, value_cache, block_tables, con
         view(out), view(query), view(key_cache), view(value_cache), view(block_tables), view(context_lens),
         scale, sliding_window, max_context_len,
     )
+
+
+@_paged_decode_attention.register("cuda")
+def _paged_decode_attention_cuda(query, key_cache, value_cache, block_tables, context_lens, scale, sliding_window,
+                                 max_context_len, out):
+    head_dim, group = query.shape[-1], query.shape[1] // key_cache.shape[2]
+    if head_dim > CUDA_MAX_HEAD_DIM or group > CUDA_MAX_GQA_GROUP:
+        raise _dispatch.BackendUnsupported(
+            f"paged_decode_attention: the cuda backend supports head_dim up to {CUDA_MAX_HEAD_DIM} and up to "
+            f"{CUDA_MAX_GQA_GROUP} query heads per KV head, got {head_dim} and {group}"
+        )
+    if max_context_len is None:  # the grid size needs it on the host: one device sync
+        max_context_len = int(context_lens.max())
+    _native.cuda_module().paged_decode_attention(
+        view(out), view(query), view(key_cache), view(value_cache), view(block_tables), view(context_lens), scale,
+        sliding_window, max_context_len,
+    )  # fmt: skip
 
 
 _paged_decode_attention.register_lazy("triton", "inference_pio.kernels.paged_decode_attention:paged_decode_attention")

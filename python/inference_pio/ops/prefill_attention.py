@@ -241,6 +241,20 @@ def _prefill_attention_cpu(query, key, value, cu_q, cu_k, causal, scale, sliding
     )  # fmt: skip
 
 
+@_prefill_attention.register("cuda")
+def _prefill_attention_cuda(query, key, value, cu_q, cu_k, causal, scale, sliding_window, block_tables, max_q, max_k, out):
+    if query.shape[-1] > CPU_MAX_HEAD_DIM:
+        raise _dispatch.BackendUnsupported(
+            f"prefill_attention: the cuda kernel supports head_dim up to {CPU_MAX_HEAD_DIM}, got {query.shape[-1]}"
+        )
+    if max_q is None:  # the grid size needs it on the host: one device sync
+        max_q = int((cu_q[1:] - cu_q[:-1]).max()) if cu_q.numel() > 1 else 0
+    _native.cuda_module().prefill_attention(
+        view(out), view(query), view(key), view(value), view(cu_q), view(cu_k), causal, scale, sliding_window,
+        optional_view(block_tables), max_q,
+    )  # fmt: skip
+
+
 _prefill_attention.register_lazy("triton", "inference_pio.kernels.prefill_attention:prefill_attention")
 
 

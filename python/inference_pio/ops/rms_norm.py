@@ -99,6 +99,16 @@ def _fused_cpu(x, residual, weight, eps):
     _native.cpu_module().fused_add_rms_norm(view(x), view(residual), view(weight), eps)
 
 
+@_rms_norm.register("cuda")
+def _rms_norm_cuda(x, weight, eps, out):
+    _native.cuda_module().rms_norm(view(out), view(x), view(weight), eps)
+
+
+@_fused_add_rms_norm.register("cuda")
+def _fused_cuda(x, residual, weight, eps):
+    _native.cuda_module().fused_add_rms_norm(view(x), view(residual), view(weight), eps)
+
+
 _rms_norm.register_lazy("triton", "inference_pio.kernels.rms_norm:rms_norm")
 _fused_add_rms_norm.register_lazy("triton", "inference_pio.kernels.rms_norm:fused_add_rms_norm")
 

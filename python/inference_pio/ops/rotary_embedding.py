@@ -131,6 +131,11 @@ def _rotary_embedding_cpu(positions, query, key, cos_sin_cache, is_neox):
     _native.cpu_module().rotary_embedding(view(positions), view(query), optional_view(key), view(cos_sin_cache), is_neox)
 
 
+@_rotary_embedding.register("cuda")
+def _rotary_embedding_cuda(positions, query, key, cos_sin_cache, is_neox):
+    _native.cuda_module().rotary_embedding(view(positions), view(query), optional_view(key), view(cos_sin_cache), is_neox)
+
+
 _rotary_embedding.register_lazy("triton", "inference_pio.kernels.rotary_embedding:rotary_embedding")
 
 
