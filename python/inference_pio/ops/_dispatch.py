@@ -2,7 +2,9 @@
 
 Backends: ``reference`` (plain torch, the specification), ``cpu`` (C++), ``triton``,
 ``cuda`` (CUDA C++). By default the dispatcher picks by device and by what was built:
-CPU tensors -> cpu, CUDA tensors -> cuda, then triton; ``reference`` is the last resort.
+CPU tensors -> cpu; CUDA tensors -> triton, then cuda (the Triton kernels are checked through the
+interpreter; the CUDA C++ ones are only compiled until a GPU run's results say which is faster per
+op); ``reference`` is the last resort.
 ``use_backend("reference")`` (a context manager) or ``INFERENCE_PIO_BACKEND=...`` forces one;
 a forced backend that cannot run raises instead of falling back.
 """
@@ -24,7 +26,7 @@ from .. import _native
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 BACKEND_ENV = "INFERENCE_PIO_BACKEND"
-_AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
+_AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("inference_pio_backend", default=None)
 
