@@ -7,6 +7,7 @@ well separated: greedy comparisons then test the model, not floating-point tie b
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -87,3 +88,57 @@ def hf_greedy(hf, prompt: list[int], new_tokens: int) -> list[int]:
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False,
                           eos_token_id=None, pad_token_id=0)
     return out[0, len(prompt):].tolist()
+
+
+# ----- parity checks shared by the plugins' tests -----
+
+BLOCK = 16
+BF16_TOL = dict(rtol=0.05, atol=0.2)  # bf16 keeps 8 mantissa bits; logits here are O(1-10)
+
+
+def load_plugin(plugin_class, folder, dtype: str = "float32", **kw):
+    """``plugin_class().load(...)`` with 16-token KV blocks and room for 4 sequences of 256 tokens."""
+    plugin = plugin_class()
+    plugin.load(model_path=folder, dtype=dtype, kv_block_size=BLOCK, max_seq_len=256, max_batch_size=4, **kw)
+    return plugin
+
+
+def random_tokens(n: int, seed: int, vocab: int = TINY["vocab_size"]) -> list[int]:
+    torch.manual_seed(seed)
+    return torch.randint(1, vocab, (n,)).tolist()
+
+
+def hf_logits(hf, tokens: list[int]) -> torch.Tensor:
+    """transformers' logits ``[len(tokens), vocab]`` for one sequence, in its dtype."""
+    with torch.no_grad():
+        return hf(torch.tensor([tokens])).logits[0]
+
+
+def assert_bfloat16_parity(hf, plugin, tokens: list[int], prompt_len: int) -> None:
+    """``plugin`` (loaded in bfloat16) is within ``BF16_TOL`` of transformers run in bfloat16, and its
+    error against the float32 ``hf`` is no worse than transformers' own bfloat16 error."""
+    expected = hf_logits(copy.deepcopy(hf).to(torch.bfloat16), tokens).float()
+    exact = hf_logits(hf, tokens)
+    ours = teacher_forced_logits(plugin, tokens, prompt_len)
+    torch.testing.assert_close(ours, expected, **BF16_TOL)
+    assert (ours - exact).abs().max() <= 1.25 * (expected - exact).abs().max()
+
+
+def assert_greedy_parity(hf, plugin, prompt: list[int], new_tokens: int = 64) -> None:
+    """The plugin's engine continues ``prompt`` greedily exactly as transformers does."""
+    from inference_pio.engine.generate import greedy
+
+    [seq] = plugin.engine.generate([prompt], greedy(new_tokens, ignore_eos=True))
+    assert seq.output_token_ids == hf_greedy(hf, prompt, new_tokens)
+    assert seq.finish_reason == "length"
+
+
+def load_as_a_user(folder, plugin_name: str):
+    """``inference_pio.load(folder)`` picks ``plugin_name`` from config.json and generates; returns the plugin."""
+    import inference_pio
+
+    model = inference_pio.load(folder, dtype="float32", max_seq_len=64)
+    assert model.plugin.metadata.name == plugin_name
+    [result] = model.generate([5, 6, 7], max_tokens=4, ignore_eos=True)
+    assert len(result.token_ids) == 4 and result.finish_reason == "length"
+    return model.plugin
