@@ -62,3 +62,24 @@ def test_cuda_extension_reports_its_architectures():
         pytest.skip("built without nvcc: no CUDA extension")
     archs = mod.archs.split(",")
     assert any(a.startswith("80") for a in archs) and any(a.startswith("90") for a in archs), archs
+
+
+def test_cuda_kernels_validate_views_without_a_gpu():
+    """The CUDA entry points check their views before touching a device: CPU views are refused by name."""
+    mod = _native.cuda_module()
+    if mod is None:
+        pytest.skip("this build has no CUDA extension")
+    x = torch.randn(2, 16)
+    v = _tensor.view
+    with pytest.raises(ValueError, match="x must be a CUDA tensor"):
+        mod.rms_norm(v(torch.empty_like(x)), v(x), v(torch.ones(16)), 1e-6)
+    with pytest.raises(ValueError, match="x must be a CUDA tensor"):
+        mod.silu_and_mul(v(torch.empty(2, 8)), v(x))
+    q = torch.randn(1, 4, 64)
+    cache = torch.zeros(2, 16, 2, 64)
+    with pytest.raises(ValueError, match="query must be a CUDA tensor"):
+        mod.paged_decode_attention(v(q), v(q), v(cache), v(cache), v(torch.zeros(1, 2, dtype=torch.int32)),
+                                   v(torch.ones(1, dtype=torch.int32)), 0.125, None, 16)
+    cu = torch.tensor([0, 1], dtype=torch.int32)
+    with pytest.raises(ValueError, match="query must be a CUDA tensor"):
+        mod.prefill_attention(v(q), v(q), v(q[:, :2]), v(q[:, :2]), v(cu), v(cu), True, 0.125, None, None, 1)
