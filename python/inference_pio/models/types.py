@@ -45,7 +45,10 @@ class ModelInfo:
     ``path``: the checkpoint folder (safetensors + config.json) or the ``.gguf`` file that
     ``inference_pio.load`` takes; ``quantization``: the GGUF type of most matrices (``Q4_1``) or
     None; ``dtype``: the stored float dtype of a safetensors checkpoint (``bfloat16``) or None;
-    ``capabilities``: e.g. ``("generation", "chat", "embeddings")``.
+    ``capabilities``: e.g. ``("generation", "chat", "embeddings")``; ``owned``: the files were
+    downloaded by the manager (``remove_model`` deletes them) rather than imported from a place
+    the user or another tool keeps; ``origin``: where it came from (a repo id, an Ollama
+    ``name:tag``, the imported path).
     """
 
     id: str
@@ -60,3 +63,5 @@ class ModelInfo:
     quantization: str | None = None
     capabilities: tuple[str, ...] = field(default=("generation",))
     plugin: str | None = None
+    owned: bool = False
+    origin: str | None = None

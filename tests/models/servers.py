@@ -1,0 +1,95 @@
+"""Real HTTP servers on 127.0.0.1 for the manager's tests: an Ollama-style registry serving a
+store folder (with Range requests and a one-shot cut connection), run in a thread."""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+from .builders import OLLAMA_HOST
+
+
+class RegistryState:
+    def __init__(self, store: Path):
+        self.store = store
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.cut_next_blob_after: int | None = None  # send this many bytes of the next big blob, then hang up
+        self.lock = threading.Lock()
+
+
+def _registry_handler(state: RegistryState):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_GET(self):
+            with state.lock:
+                state.requests.append((self.path, self.headers.get("Range")))
+            manifest = re.fullmatch(r"/v2/([\w.-]+)/([\w.-]+)/manifests/([\w.-]+)", self.path)
+            blob = re.fullmatch(r"/v2/([\w.-]+)/([\w.-]+)/blobs/sha256:([0-9a-f]{64})", self.path)
+            if manifest:
+                path = state.store / "manifests" / OLLAMA_HOST / manifest[1] / manifest[2] / manifest[3]
+                return self._send_file(path, content_type="application/vnd.docker.distribution.manifest.v2+json")
+            if blob:
+                return self._send_file(state.store / "blobs" / f"sha256-{blob[3]}", ranged=True)
+            self._status(404)
+
+        def _status(self, code: int):
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _send_file(self, path: Path, content_type: str = "application/octet-stream", ranged: bool = False):
+            if not path.is_file():
+                return self._status(404)
+            data = path.read_bytes()
+            start = 0
+            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "") if ranged else None
+            if match:
+                start = int(match[1])
+                if start >= len(data):
+                    return self._status(416)
+            body = data[start:]
+            self.send_response(206 if match else 200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            if match:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            with state.lock:
+                cut, state.cut_next_blob_after = (state.cut_next_blob_after, None) if ranged and len(body) > 1000 \
+                    else (None, state.cut_next_blob_after)
+            if cut is not None:
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    return Handler
+
+
+@contextmanager
+def serve(handler) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def ollama_registry(store: Path) -> Iterator[tuple[str, RegistryState]]:
+    state = RegistryState(store)
+    with serve(_registry_handler(state)) as url:
+        yield url, state
