@@ -1,4 +1,4 @@
-"""``LlamaConfig``: the Llama architecture's fields, read from a checkpoint's config.json."""
+"""``LlamaConfig``: the Llama architecture's fields, read from a checkpoint's config.json or a GGUF."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from inference_pio.plugin import BaseConfig, ConfigError
+
+# GGUF metadata key (after "llama.") -> LlamaConfig field.
+_GGUF_FIELDS = {
+    "vocab_size": "vocab_size", "embedding_length": "hidden_size", "feed_forward_length": "intermediate_size",
+    "block_count": "num_hidden_layers", "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads", "attention.key_length": "head_dim",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps", "rope.freq_base": "rope_theta",
+    "context_length": "max_position_embeddings",
+}
+_GGUF_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
 @dataclass(kw_only=True)
@@ -39,6 +49,8 @@ class LlamaConfig(BaseConfig):
     name_or_path: str = ""
 
     config_aliases: ClassVar[dict[str, str]] = {**BaseConfig.config_aliases, "_name_or_path": "name_or_path"}
+    #: ``general.architecture`` values of the GGUF files ``from_gguf`` reads.
+    gguf_architectures: ClassVar[tuple[str, ...]] = ("llama",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,3 +102,54 @@ class LlamaConfig(BaseConfig):
             raise ConfigError(f"not a Llama checkpoint: model_type {config_json.get('model_type')!r}, "
                               f"architectures {architectures}")
         return super().from_pretrained_config(config_json, **overrides)
+
+    @classmethod
+    def from_gguf(cls, source: Any, **overrides: Any) -> "LlamaConfig":
+        """Build from a GGUF file's metadata (``source``: a path or an open ``gguf.GGUFReader``).
+
+        ``model_path`` is set to the file. Raises ``ConfigError`` for another architecture and for
+        what the Llama plugin does not model (partial rotary, per-frequency RoPE factors).
+        """
+        from inference_pio.weights.gguf_file import field_value, open_gguf
+
+        reader = source if hasattr(source, "fields") else open_gguf(source)
+        path = str(reader.data.filename)
+        arch = field_value(reader, "general.architecture")
+        if arch not in cls.gguf_architectures:
+            raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported by {cls.__name__} "
+                              f"(supported: {', '.join(cls.gguf_architectures) or 'none'})")
+        data = {field: field_value(reader, f"{arch}.{key}") for key, field in _GGUF_FIELDS.items()}
+        data = {k: v for k, v in data.items() if v is not None}
+        missing = [f"{arch}.{key}" for key, field in _GGUF_FIELDS.items()
+                   if field in _GGUF_REQUIRED and field not in data]
+        if missing:
+            raise ConfigError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
+        tensors = {t.name: t for t in reader.tensors}
+        if "vocab_size" not in data and "token_embd.weight" in tensors:
+            data["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
+        rotary = field_value(reader, f"{arch}.rope.dimension_count")
+        head_dim = data.get("head_dim", data["hidden_size"] // data["num_attention_heads"])
+        if rotary is not None and rotary != head_dim:
+            raise ConfigError(f"{path}: rotary dimension {rotary} differs from head_dim {head_dim}: "
+                              "partial rotary is not supported for the Llama architecture")
+        if "rope_freqs.weight" in tensors:
+            raise ConfigError(f"{path}: per-frequency RoPE factors (rope_freqs.weight, Llama 3.1-style long "
+                              "context) are not supported yet")
+        scaling = field_value(reader, f"{arch}.rope.scaling.type", "none")
+        if scaling not in ("none", "linear", "yarn"):
+            raise ConfigError(f"{path}: rope scaling {scaling!r} is not supported (none, linear, yarn are)")
+        if scaling != "none":
+            data["rope_scaling"] = {"rope_type": scaling,
+                                    "factor": float(field_value(reader, f"{arch}.rope.scaling.factor", 1.0))}
+            original = field_value(reader, f"{arch}.rope.scaling.original_context_length")
+            if original is not None:
+                data["rope_scaling"]["original_max_position_embeddings"] = int(original)
+        data.update(
+            tie_word_embeddings="output.weight" not in tensors,
+            attention_bias="blk.0.attn_q.bias" in tensors, mlp_bias="blk.0.ffn_gate.bias" in tensors,
+            bos_token_id=field_value(reader, "tokenizer.ggml.bos_token_id"),
+            eos_token_id=field_value(reader, "tokenizer.ggml.eos_token_id"),
+            name_or_path=field_value(reader, "general.name", ""), model_path=path,
+        )
+        data["rms_norm_eps"] = float(data.get("rms_norm_eps", 1e-6))
+        return cls.from_dict(data, **overrides)

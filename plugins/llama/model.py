@@ -18,6 +18,13 @@ from inference_pio.weights import WeightLoadError, fuse_into, load_state
 from .config import LlamaConfig
 
 
+class TokenEmbedding(nn.Embedding):
+    """``nn.Embedding`` called like ``QuantizedEmbedding``: ``ids [T]`` -> rows written into ``out``."""
+
+    def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.index_select(self.weight, 0, ids, out=out) if out is not None else self.weight[ids]
+
+
 class LlamaAttention(nn.Module):
     """Fused qkv projection, RoPE on q/k in place, paged attention, output projection."""
 
@@ -63,12 +70,12 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: LlamaConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         super().__init__()
         self.config = cfg
+        self.compute_dtype = dtype
         with torch.device("meta"):  # real tensors arrive from the checkpoint (load_weights)
-            self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+            self.embed_tokens = TokenEmbedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
             self.layers = nn.ModuleList(LlamaDecoderLayer(cfg, dtype) for _ in range(cfg.num_hidden_layers))
             self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
             self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype)
-        self.embed_tokens.weight.requires_grad_(False)
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.head_dim, cfg.max_seq_len, cfg.rope_theta,
                                       cfg.rope_scaling, cfg.max_position_embeddings, device=device)
         self.workspace = Workspace(device)
@@ -84,9 +91,8 @@ class LlamaModel(nn.Module):
         sequence's last new token, or ``[T, vocab]`` with ``all_logits`` (tests); model dtype.
         """
         ws, t, hidden = self.workspace, input_ids.shape[0], self.config.hidden_size
-        dtype = self.embed_tokens.weight.dtype
-        residual = torch.index_select(self.embed_tokens.weight, 0, input_ids,
-                                      out=ws.get("residual", t, hidden, dtype))
+        dtype = self.compute_dtype
+        residual = self.embed_tokens(input_ids, out=ws.get("residual", t, hidden, dtype))
         # The first block has nothing to add yet: a zero "previous output" makes the fused add a no-op.
         h = ws.get("hidden", t, hidden, dtype).zero_()
         for i, layer in enumerate(self.layers):
@@ -122,10 +128,16 @@ class LlamaModel(nn.Module):
 
         Raises ``WeightLoadError`` naming missing, unexpected or mis-shaped tensors.
         """
-        dtype = self.embed_tokens.weight.dtype
+        dtype = self.compute_dtype
         state = load_state(path, self.checkpoint_shapes(), dtype=dtype, device=device,
                            tie_word_embeddings=self.config.tie_word_embeddings)
         self.adopt_hf_state(state, where=str(path))
+
+    def load_gguf(self, source, device: str | torch.device = "cpu") -> None:
+        """Read a GGUF file (path or open ``GGUFReader``); quantized matrices stay quantized (see ``gguf.py``)."""
+        from .gguf import load_gguf_weights
+
+        load_gguf_weights(self, source, device)
 
     def adopt_hf_state(self, state: dict[str, torch.Tensor], where: str = "state dict") -> None:
         """Take tensors named like transformers' (``model.layers.0.self_attn.q_proj.weight``...),

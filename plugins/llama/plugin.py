@@ -1,4 +1,5 @@
-"""``Llama_Plugin``: loads a Llama-architecture checkpoint and serves it through the engine."""
+"""``Llama_Plugin``: loads a Llama-architecture checkpoint (safetensors folder or GGUF file) and serves it
+through the engine."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from inference_pio.engine.generate import GenerationEngine
 from inference_pio.plugin import ModelPluginMetadata, PluginType, TextModelPluginInterface
 from inference_pio.tokenizer import Tokenizer
 from inference_pio.weights import resolve_dtype
+from inference_pio.weights.gguf_file import is_gguf_file, open_gguf
 
 from .config import LlamaConfig
 from .model import LlamaModel
@@ -30,7 +32,7 @@ class Llama_Plugin(TextModelPluginInterface):
     """Llama, TinyLlama and DeepSeek (Llama architecture) checkpoints on the paged-KV engine.
 
     ``initialize(model_path=..., dtype=..., device=..., num_kv_blocks=..., prefill_budget=...,
-    **config_overrides)`` loads config, weights, tokenizer (when the folder has one) and allocates
+    **config_overrides)`` loads config, weights, tokenizer (when the folder or GGUF has one) and allocates
     the KV cache; on failure it returns ``False`` and keeps the exception in ``init_error``.
     Plugins of Llama-shaped families subclass it, naming their ``config_class`` / ``model_class``
     and passing their own metadata.
@@ -70,25 +72,37 @@ class Llama_Plugin(TextModelPluginInterface):
     def load(self, model_path: str | Path | None = None, config: LlamaConfig | None = None,
              num_kv_blocks: int | None = None, prefill_budget: int = 512, **overrides: Any) -> None:
         """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure."""
+        gguf = None
         if config is None:
             if model_path is None:
-                raise ValueError(f"the {self.metadata.name} plugin needs model_path (a checkpoint folder) or config")
+                raise ValueError(f"the {self.metadata.name} plugin needs model_path (a checkpoint folder or "
+                                 ".gguf file) or config")
             if overrides.get("dtype") == "auto":  # let the checkpoint's torch_dtype / dtype decide
                 del overrides["dtype"]
-            config = self.config_class.from_checkpoint(model_path, **overrides)
+            if is_gguf_file(model_path):  # one reader serves config, weights and tokenizer
+                gguf = open_gguf(model_path)
+                config = self.config_class.from_gguf(gguf, **overrides)
+            else:
+                config = self.config_class.from_checkpoint(model_path, **overrides)
         self.config = cfg = config
         if cfg.model_path is None:
             raise ValueError(f"{type(cfg).__name__}.model_path is not set: there is no checkpoint to read weights from")
         device = torch.device("cpu" if cfg.device == "auto" and not torch.cuda.is_available()
                               else "cuda" if cfg.device == "auto" else cfg.device)
-        dtype = _torch_dtype(cfg)
+        dtype = _torch_dtype(cfg)  # a GGUF says nothing: float32 activations over its quantized weights
         self.metadata.model_family = cfg.family
         model = self.model_class(cfg, dtype, device)
-        model.load_weights(cfg.model_path, device)
+        if gguf is not None or is_gguf_file(cfg.model_path):
+            gguf = gguf if gguf is not None else open_gguf(cfg.model_path)
+            model.load_gguf(gguf, device)
+            if "tokenizer.ggml.tokens" in gguf.fields:
+                self.tokenizer = Tokenizer.from_gguf(gguf)
+        else:
+            model.load_weights(cfg.model_path, device)
+            folder = Path(cfg.model_path)
+            if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
+                self.tokenizer = Tokenizer.from_pretrained(folder)
         self.model = model.eval()
-        folder = Path(cfg.model_path)
-        if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
-            self.tokenizer = Tokenizer.from_pretrained(folder)
         kv_dtype = dtype if cfg.kv_cache_dtype == "auto" else resolve_dtype(cfg.kv_cache_dtype)
         if num_kv_blocks is None:  # room for max_batch_size sequences of max_seq_len tokens
             num_kv_blocks = cfg.max_batch_size * -(-cfg.max_seq_len // cfg.kv_block_size)

@@ -175,6 +175,14 @@ class Tokenizer:
             )
         return cls(backend, folder, config, generation_config, model_config, _find_chat_template(folder, config))
 
+    @classmethod
+    def from_gguf(cls, source) -> "Tokenizer":
+        """The tokenizer a GGUF file describes in its metadata (``source``: path or open ``GGUFReader``);
+        see ``inference_pio.tokenizer_gguf``."""
+        from .tokenizer_gguf import tokenizer_from_gguf
+
+        return tokenizer_from_gguf(source)
+
     # ----- encode / decode -----
 
     @property

@@ -189,7 +189,12 @@ class PluginManager:
     # Choosing a plugin for a checkpoint ----------------------------------------------
 
     def plugin_for_checkpoint(self, path: str | Path) -> PluginInfo:
-        """The plugin for the checkpoint folder ``path``, chosen from its ``config.json``."""
+        """The plugin for the checkpoint folder ``path``, chosen from its ``config.json``; for a GGUF
+        file, from its ``general.architecture`` (matched against the manifests' ``model_types``)."""
+        from ..weights.gguf_file import is_gguf_file, read_gguf_architecture
+
+        if is_gguf_file(path):
+            return self.plugin_for_config({"model_type": read_gguf_architecture(path)})
         return self.plugin_for_config(read_config_json(path))
 
     def plugin_for_config(self, config: dict[str, Any]) -> PluginInfo:

@@ -1,0 +1,95 @@
+"""Loading GGUF files as a user does, and the errors bad files give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import inference_pio
+from inference_pio.plugin import ConfigError, NoPluginForModelError, PluginManager
+from inference_pio.plugins.llama import Llama_Plugin, LlamaConfig
+from inference_pio.weights import WeightLoadError
+from inference_pio.weights.gguf_file import open_gguf, read_gguf_architecture
+from inference_pio.weights.gguf_loader import hf_tensor_name, unpermute_qk_rows
+
+from .writer import permute_qk, write_gguf
+
+
+def test_inference_pio_load_picks_the_llama_plugin_from_the_gguf_and_chats(f32_gguf):
+    model = inference_pio.load(f32_gguf, max_seq_len=128, max_batch_size=2)
+    assert model.plugin.metadata.name == "Llama"
+    ids = model.apply_chat_template([{"role": "user", "content": "Hello world"}])
+    assert model.detokenize(ids, skip_special_tokens=False) == "<|im_start|>user\nHello world<|im_end|>\n" \
+                                                              "<|im_start|>assistant\n"
+    [result] = model.generate(ids, max_tokens=5, ignore_eos=True, temperature=0)
+    assert len(result.token_ids) == 5 and result.finish_reason == "length"
+    model.close()
+
+
+def test_manager_reads_the_architecture_from_the_header(f32_gguf):
+    assert read_gguf_architecture(f32_gguf) == "llama"
+    assert PluginManager().plugin_for_checkpoint(f32_gguf).name == "Llama"
+
+
+def test_unpermute_undoes_the_converter_permutation_on_values_and_block_rows():
+    rng = np.random.default_rng(0)
+    for rows, heads in ((64, 4), (32, 2), (96, 3)):
+        values = rng.standard_normal((rows, 8)).astype(np.float32)
+        assert np.array_equal(unpermute_qk_rows(permute_qk(values, heads), heads), values)
+        blocks = rng.integers(0, 256, (rows, 34), dtype=np.uint8)  # Q8_0 rows move whole
+        assert np.array_equal(unpermute_qk_rows(permute_qk(blocks, heads), heads), blocks)
+    assert not np.array_equal(permute_qk(values, 3), values)  # the check above is not vacuous
+
+
+def test_tensor_names_map_to_transformers():
+    assert hf_tensor_name("token_embd.weight") == "model.embed_tokens.weight"
+    assert hf_tensor_name("output.weight") == "lm_head.weight"
+    assert hf_tensor_name("blk.12.attn_k.bias") == "model.layers.12.self_attn.k_proj.bias"
+    assert hf_tensor_name("blk.0.ffn_norm.weight") == "model.layers.0.post_attention_layernorm.weight"
+    assert hf_tensor_name("blk.0.ffn_gate_exps.weight") is None and hf_tensor_name("rope_freqs.weight") is None
+
+
+# ----- bad files -----
+
+def test_truncated_file_names_the_file(f32_gguf, tmp_path):
+    data = f32_gguf.read_bytes()
+    for cut in (len(data) * 3 // 5, len(data) - 7):
+        path = tmp_path / f"cut{cut}.gguf"
+        path.write_bytes(data[:cut])
+        with pytest.raises(WeightLoadError, match=f"{path.name}: cannot be read as GGUF, the file is truncated"):
+            inference_pio.load(path)
+    header_only = tmp_path / "header.gguf"
+    header_only.write_bytes(data[:60])
+    with pytest.raises(WeightLoadError, match="header.gguf: the GGUF header ends early: the file is truncated"):
+        inference_pio.load(header_only)
+
+
+def test_corrupt_magic_names_the_file(f32_gguf, tmp_path):
+    path = tmp_path / "bad-magic.gguf"
+    path.write_bytes(b"GGML" + f32_gguf.read_bytes()[4:])
+    with pytest.raises(WeightLoadError, match="bad-magic.gguf: not a GGUF file"):
+        inference_pio.load(path)
+    with pytest.raises(WeightLoadError, match="bad-magic.gguf: not a GGUF file"):
+        open_gguf(path)
+
+
+def test_unsupported_quantization_type_names_tensor_and_supported_types(tiny_hf, gguf_folder):
+    path = write_gguf(gguf_folder / "q5_0.gguf", tiny_hf, qtype="Q8_0", overrides={"ffn_down.weight": "Q5_0"})
+    with pytest.raises(WeightLoadError, match=r"blk\.0\.ffn_down\.weight \(Q5_0\).*supported: F32, F16, BF16, Q8_0, "
+                                              r"Q4_0, Q4_1, Q4_K, Q6_K"):
+        Llama_Plugin().load(model_path=path)
+
+
+def test_unknown_architecture_names_what_is_supported(tiny_hf, gguf_folder):
+    path = write_gguf(gguf_folder / "rwkv.gguf", tiny_hf, arch="rwkv6")
+    with pytest.raises(NoPluginForModelError, match="model_type 'rwkv6'.*known model types: .*llama"):
+        inference_pio.load(path)
+    with pytest.raises(ConfigError, match="architecture 'rwkv6' is not supported by LlamaConfig .supported: llama"):
+        LlamaConfig.from_gguf(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(WeightLoadError, match="nowhere.gguf: no such GGUF file"):
+        Llama_Plugin().load(model_path=tmp_path / "nowhere.gguf")
+    with pytest.raises(WeightLoadError, match="nowhere.gguf: no such GGUF file"):
+        inference_pio.load(tmp_path / "nowhere.gguf")
