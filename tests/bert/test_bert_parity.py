@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 
@@ -61,7 +63,9 @@ def test_hidden_states_match_transformers(tmp_path, tokenizer, name):
     plugin = load(write_checkpoint(tmp_path, hf, tokenizer))
     torch.manual_seed(0)
     ids = [torch.randint(0, tokenizer.get_vocab_size(), (n,)).tolist() for n in (1, 7, 33, 64, 2)]
-    ours, theirs = packed_vs_padded_hidden(plugin, hf, ids)
+    fallback = pytest.warns(UserWarning, match="falling back to the reference") if name == "odd_head_dim" else nullcontext()
+    with fallback:
+        ours, theirs = packed_vs_padded_hidden(plugin, hf, ids)
     for b, (o, t) in enumerate(zip(ours, theirs)):
         torch.testing.assert_close(o, t, **TOL, msg=lambda m: f"sequence {b} ({len(ids[b])} tokens): {m}")
 
