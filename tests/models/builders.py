@@ -22,6 +22,7 @@ def write_gguf(path: Path, arch: str = "llama", name: str = "tiny", quantized: b
     from gguf.quants import quantize
 
     rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(name)
     writer.add_block_count(1)
@@ -120,6 +121,11 @@ def layout_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit:
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+def visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` that are not hidden (lock files live in ``.locks``)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from inference_pio.models import InvalidModelError, ModelFormat, ModelSource, ModelType
+from inference_pio.models import DigestMismatchError, InvalidModelError, ModelFormat, ModelSource, ModelType
 
-from .builders import write_gguf
+from .builders import visible, write_gguf
 
 
 def test_import_gguf_reads_family_parameters_and_quantization(manager, tmp_path):
@@ -71,3 +71,45 @@ def test_gguf_source_download_model_takes_a_local_path(manager, tmp_path):
     write_gguf(path, arch="qwen2")
     info = asyncio.run(manager.download_model(str(path), source="gguf"))
     assert info.id == "local/qwen/model" and info.source == ModelSource.GGUF
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    from .servers import serve
+
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    with serve(functools.partial(Quiet, directory=str(served))) as url:
+        yield served, url
+
+
+def test_gguf_url_download_is_checked_and_owned(manager, env, file_server):
+    import hashlib
+
+    served, url = file_server
+    write_gguf(served / "remote-model.gguf", arch="mistral")
+    data = (served / "remote-model.gguf").read_bytes()
+    with pytest.raises(DigestMismatchError, match="sha256"):
+        asyncio.run(manager.download_model(f"{url}/remote-model.gguf", source="gguf", sha256="0" * 64))
+    assert manager.catalogue.all() == [] and not visible(env["home"] / "models" / "gguf")
+    info = asyncio.run(manager.download_model(f"{url}/remote-model.gguf", source="gguf",
+                                              sha256=hashlib.sha256(data).hexdigest()))
+    assert info.id == "local/mistral/remote-model" and info.owned and info.path.read_bytes() == data
+    asyncio.run(manager.remove_model(info.id))
+    assert not info.path.exists()
+
+
+def test_gguf_url_that_is_not_gguf_is_not_kept(manager, env, file_server):
+    served, url = file_server
+    (served / "page.gguf").write_bytes(b"<html>not found</html>")
+    with pytest.raises(InvalidModelError, match="not a GGUF file"):
+        asyncio.run(manager.download_model(f"{url}/page.gguf", source="gguf"))
+    assert manager.catalogue.all() == [] and not visible(env["home"] / "models" / "gguf")

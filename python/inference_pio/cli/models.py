@@ -1,4 +1,7 @@
-"""``pio models list | show | pull | import | rm`` over the local model catalogue."""
+"""``pio models list | show | pull | import | rm`` over the local model catalogue.
+
+Transfers and digest checks show progress bars on stderr (``INFERENCE_PIO_PROGRESS=0`` hides them).
+"""
 
 from __future__ import annotations
 
@@ -33,15 +36,18 @@ def _size(n: int | None) -> str:
 def _params(n: int | None) -> str:
     if not n:
         return "-"
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}" if unit == "B" else f"{n / scale:.0f}{unit}"
+    return str(n)
 
 
 @app.command("list", help="List catalogued models (optionally one family).")
-def list_models(family: str = typer.Option(None, "--family", help="llama, mistral, qwen, deepseek, bert, custom")) -> int:
-    from ..models import ModelType
-
+def list_models(
+    family: str = typer.Option(None, "--family", help="llama, mistral, qwen, deepseek, bert, custom"),
+) -> int:
     manager = _manager()
-    models = manager.list_models(ModelType(family) if family else None)
+    models = manager.list_models(family)
     table = Table("id", "format", "weights", "size", "params", "source")
     for m in models:
         table.add_row(m.id, m.format.value, m.quantization or m.dtype or "-", _size(m.size_bytes),
@@ -67,30 +73,32 @@ def show(model_id: str) -> int:
     return 0
 
 
-@app.command(help="Download NAME from a source (huggingface repo id, or an Ollama registry name).")
+@app.command(help="Download NAME from a source: a Hugging Face repo id (org/name), an Ollama name "
+                  "(model[:tag], from the local Ollama store or the registry), or a .gguf URL.")
 def pull(
     name: str,
-    source: str = typer.Option("huggingface", "--source", help="huggingface or ollama"),
+    source: str = typer.Option("huggingface", "--source", help="huggingface, ollama, gguf or custom"),
     family: str = typer.Option(None, "--family", help="Model family when it cannot be told from the files."),
+    as_name: str = typer.Option(None, "--name", help="Catalogue name (default: from NAME)."),
+    revision: str = typer.Option(None, "--revision", help="Hugging Face branch, tag or commit."),
+    sha256: str = typer.Option(None, "--sha256", help="Expected sha256 of a .gguf URL download."),
 ) -> int:
-    from ..models import ModelType
-
     manager = _manager()
-    info = asyncio.run(manager.download_model(name, ModelType(family) if family else None, source))
+    info = asyncio.run(manager.download_model(name, family, source, name=as_name, revision=revision, sha256=sha256))
     console.print(f"pulled [bold]{info.id}[/] ({_size(info.size_bytes)})")
     return 0
 
 
-@app.command("import", help="Add a local checkpoint folder or .gguf file to the catalogue.")
+@app.command("import", help="Add a local checkpoint folder or .gguf file to the catalogue (referenced in place, "
+                             "never copied or deleted).")
 def import_model(
     path: str,
     name: str = typer.Option(None, "--name", help="Catalogue name (default: from the path)."),
     family: str = typer.Option(None, "--family", help="Model family when it cannot be told from the files."),
+    plugin: str = typer.Option(None, "--plugin", help="Plugin serving a custom checkpoint folder."),
 ) -> int:
-    from ..models import ModelType
-
     manager = _manager()
-    info = asyncio.run(manager.import_model(path, ModelType(family) if family else None, name))
+    info = asyncio.run(manager.import_path(path, family, name, plugin=plugin))
     console.print(f"imported [bold]{info.id}[/] ({_size(info.size_bytes)})")
     return 0
 

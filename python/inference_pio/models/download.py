@@ -3,7 +3,7 @@
 A download writes ``<dest>-partial`` and renames it to ``dest`` only after its size and
 sha256 (when the source gives them) match: a reader never sees a half file under the final
 name. An interrupted transfer keeps the partial file and the next call continues it with an
-HTTP ``Range`` request. A lock file serialises two processes fetching the same file.
+HTTP ``Range`` request. A lock file (in ``.locks`` beside it) serialises two processes fetching the same file.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ def download_file(client, url: str, dest: Path, *, size: int | None = None, sha2
     import httpx
 
     partial = dest.with_name(dest.name + "-partial")
-    lock = dest.with_name(dest.name + "-partial.lock")
-    with file_lock(lock):
+    # Lock files live apart and are never deleted: unlinking a lock another process waits on
+    # would let a third one take a fresh lock and write the same partial file at the same time.
+    with file_lock(dest.parent / ".locks" / f"{dest.name}.lock"):
         if dest.exists():  # another process finished it while we waited, or an earlier run did
             verify_file(dest, size=size, what=url)
-            lock.unlink(missing_ok=True)
             return dest
         offset = partial.stat().st_size if partial.exists() else 0
         if size is not None and offset > size:
@@ -123,8 +123,6 @@ def download_file(client, url: str, dest: Path, *, size: int | None = None, sha2
             raise DigestMismatchError(f"{url}: sha256 of the received bytes is {digest.hexdigest()}, "
                                       f"the source says {sha256.lower()}; nothing was kept")
         os.replace(partial, dest)
-        # Safe while held: a process waiting on this lock finds ``dest`` and returns.
-        lock.unlink(missing_ok=True)
     return dest
 
 

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from .catalogue import DATABASE_NAME, Catalogue, model_home
 from .download import download_file
-from .errors import InvalidModelError, ModelNotFoundError, UnknownSourceError
+from .errors import DownloadError, InvalidModelError, ModelNotFoundError, UnknownSourceError
 from .families import detect_family
 from .progress import TransferProgress, progress_wanted
 from .sources import FoundModel
@@ -32,7 +32,7 @@ from .sources.custom import describe_custom
 from .sources.folder import describe_checkpoint
 from .sources.gguf import describe_gguf
 from .sources.huggingface import check_repo_id, fetch_huggingface, hub_cache_dir
-from .sources.ollama import OllamaName, find_in_store, forget_blob, pull_from_registry
+from .sources.ollama import OllamaName, find_in_store, forget_blob, ollama_store, pull_from_registry
 from .types import ModelInfo, ModelSource, ModelType, local_model_id
 
 
@@ -163,8 +163,12 @@ class LocalModelManager:
                 if local is not None:
                     self.logger.info(f"{model_name}: found in the local Ollama store")
                     return local
-                return pull_from_registry(model_name, store=self.pulled_ollama_store, registry=self._ollama_registry,
-                                          name=name, progress=progress)
+                try:
+                    return pull_from_registry(model_name, store=self.pulled_ollama_store,
+                                              registry=self._ollama_registry, name=name, progress=progress)
+                except (DownloadError, ModelNotFoundError) as e:
+                    store = self._ollama_store or ollama_store()
+                    raise type(e)(f"{e} (and the local Ollama store {store} does not have it)") from e
             if kind is ModelSource.GGUF and urlparse(model_name).scheme in ("http", "https"):
                 return self._download_gguf(model_name, name, sha256, progress)
             if kind is ModelSource.GGUF:
@@ -216,7 +220,8 @@ class LocalModelManager:
     def _remove(self, model_id: str) -> ModelInfo:
         removed = self.catalogue.remove(model_id)
         if removed is None:  # another process removed it since our last refresh
-            raise ModelNotFoundError(f"no model {model_id!r} in the catalogue {self.catalogue.path} (removed meanwhile)")
+            raise ModelNotFoundError(f"no model {model_id!r} in the catalogue {self.catalogue.path} "
+                                     "(another process removed it)")
         if not removed.owned or self.catalogue.ids_using(removed.path):
             return removed
         path = Path(removed.path)

@@ -43,7 +43,8 @@ def safetensors_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
-        hint = f" (found {', '.join(pickles)}: pickle checkpoints are refused, convert to safetensors)" if pickles else ""
+        hint = (f" (found {', '.join(pickles)}: pickle checkpoints are refused, convert to safetensors)"
+                if pickles else "")
         raise InvalidModelError(f"{folder}: no *.safetensors weights{hint}")
     return files
 

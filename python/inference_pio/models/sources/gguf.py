@@ -34,7 +34,9 @@ def describe_gguf(path: str | Path, *, source: ModelSource = ModelSource.GGUF, o
         raise InvalidModelError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
     try:
         reader = gguf.GGUFReader(path)
-        fields = {key: field.contents() for key, field in reader.fields.items() if not key.startswith("tokenizer.ggml.")}
+        # The vocabulary arrays are large and not needed here.
+        fields = {key: field.contents() for key, field in reader.fields.items()
+                  if not key.startswith("tokenizer.ggml.")}
         tensors = [(t.name, int(t.tensor_type), [int(d) for d in t.shape], int(t.n_elements),
                     int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
     except Exception as e:  # noqa: BLE001 -- the reader raises ValueError, IndexError, struct errors...

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..download import verify_file
-from ..errors import DownloadError, InvalidModelError, ModelNotFoundError
+from ..errors import DigestMismatchError, DownloadError, InvalidModelError, ModelNotFoundError
 from ..progress import TransferProgress
 from ..types import ModelSource
 from .base import FoundModel
@@ -27,7 +27,9 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)
 
 
 def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it, but read now."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def hub_cache_dir() -> Path:
@@ -74,8 +76,13 @@ def fetch_huggingface(repo_id: str, *, revision: str | None = None, name: str | 
     check_repo_id(repo_id)
     snapshot = cached_snapshot(repo_id, revision)
     if snapshot is not None:
-        return describe_checkpoint(snapshot, source=ModelSource.HUGGINGFACE, origin=repo_id,
-                                   name=name or repo_id.rsplit("/", 1)[-1])
+        try:
+            return describe_checkpoint(snapshot, source=ModelSource.HUGGINGFACE, origin=repo_id,
+                                       name=name or repo_id.rsplit("/", 1)[-1])
+        except InvalidModelError:
+            if hub_offline():
+                raise
+            # An incomplete cache entry (say, a file we deleted for a bad digest): let the hub complete it.
     if hub_offline():
         raise ModelNotFoundError(f"{repo_id} is not in the Hugging Face cache {hub_cache_dir()} and "
                                  "HF_HUB_OFFLINE=1 forbids downloading it")
@@ -85,11 +92,14 @@ def fetch_huggingface(repo_id: str, *, revision: str | None = None, name: str | 
 
 
 def _download(repo_id: str, revision: str | None, progress: TransferProgress | None) -> Path:
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, \
-        RevisionNotFoundError
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; we only get here when it is unset now.
+    constants.HF_HUB_OFFLINE = False
     endpoint = os.environ.get("HF_ENDPOINT") or None
+    where = endpoint or "huggingface.co"
     try:
         snapshot = Path(snapshot_download(
             repo_id, revision=revision, cache_dir=hub_cache_dir(), endpoint=endpoint,
@@ -98,15 +108,20 @@ def _download(repo_id: str, revision: str | None, progress: TransferProgress | N
         files = [f for f in HfApi(endpoint=endpoint).list_repo_tree(repo_id, revision=snapshot.name, recursive=True)
                  if getattr(f, "size", None) is not None and (snapshot / f.path).is_file()]
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise ModelNotFoundError(f"Hugging Face has no model {repo_id!r}"
-                                 f"{f' at revision {revision!r}' if revision else ''} ({endpoint or 'huggingface.co'})") from e
+        at = f" at revision {revision!r}" if revision else ""
+        raise ModelNotFoundError(f"Hugging Face ({where}) has no model {repo_id!r}{at}") from e
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
-        raise DownloadError(f"downloading {repo_id} from {endpoint or 'huggingface.co'} failed: "
-                            f"{str(e).splitlines()[0]}") from e
+        raise DownloadError(f"downloading {repo_id} from {where} failed: {str(e).splitlines()[0]}") from e
     for f in files:
         lfs = getattr(f, "lfs", None)
-        verify_file(snapshot / f.path, size=lfs.size if lfs else f.size, sha256=lfs.sha256 if lfs else None,
-                    progress=progress, what=f"{repo_id}/{f.path}")
+        try:
+            verify_file(snapshot / f.path, size=lfs.size if lfs else f.size, sha256=lfs.sha256 if lfs else None,
+                        progress=progress, what=f"{repo_id}/{f.path}")
+        except DigestMismatchError:
+            # Bad bytes must not be reused from the cache next time: drop the blob and its link.
+            (snapshot / f.path).resolve().unlink(missing_ok=True)
+            (snapshot / f.path).unlink(missing_ok=True)
+            raise
     return snapshot
 
 
