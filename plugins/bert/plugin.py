@@ -61,8 +61,13 @@ class Bert_Plugin(TextModelPluginInterface):
             self.cleanup()
             return False
 
-    def load(self, model_path: str | Path | None = None, config: BertConfig | None = None, **overrides: Any) -> None:
-        """Like ``initialize`` but raises (ConfigError, WeightLoadError, FileNotFoundError ...) on failure."""
+    def load(self, model_path: str | Path | None = None, config: BertConfig | None = None,
+             num_kv_blocks: int | None = None, prefill_budget: int | None = None, **overrides: Any) -> None:
+        """Like ``initialize`` but raises (ConfigError, WeightLoadError, FileNotFoundError ...) on failure.
+
+        ``num_kv_blocks`` / ``prefill_budget`` (generation-engine options that callers may pass to
+        every model) are accepted and ignored: an encoder has no KV cache.
+        """
         if config is None:
             if model_path is None:
                 raise ValueError("the Bert plugin needs model_path (a checkpoint folder) or config")

@@ -166,7 +166,8 @@ def test_bfloat16_close_to_float32(checkpoint):
 def test_plugin_manager_picks_bert_and_load_gives_a_model_that_embeds(checkpoint):
     hf, folder, plugin = checkpoint
     assert PluginManager().plugin_for_checkpoint(folder).name == "Bert"
-    model = inference_pio.load(folder)
+    # Generation-engine options callers pass to every model are accepted (and have nothing to do here).
+    model = inference_pio.load(folder, num_kv_blocks=8, prefill_budget=64, max_batch_size=2)
     try:
         assert isinstance(model.plugin, Bert_Plugin)
         torch.testing.assert_close(model.embed(SENTENCES), plugin.embed(SENTENCES), rtol=0, atol=0)
@@ -183,3 +184,15 @@ def test_infer_text_texts_and_token_ids(checkpoint):
     torch.testing.assert_close(plugin.infer(["a", "b"]), plugin.embed(["a", "b"]))
     ours, theirs = packed_vs_padded_hidden(plugin, hf, [[2, 10, 11, 3]])
     torch.testing.assert_close(plugin.infer([2, 10, 11, 3]), theirs[0], **TOL)
+
+
+def test_concurrent_embed_calls_from_threads(checkpoint):
+    """Services run embed in worker threads: the model keeps no shared scratch buffers, so calls may overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plugin = checkpoint[2]
+    expected = plugin.embed(SENTENCES)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: plugin.embed(SENTENCES), range(8)))
+    for vectors in results:
+        torch.testing.assert_close(vectors, expected, rtol=1e-6, atol=1e-6)
