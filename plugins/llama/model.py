@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from inference_pio.layers import GatedMLP, Linear, PagedAttention, RMSNorm, RotaryEmbedding, Workspace
+from inference_pio.layers.fused_decode import fused_decode_step
 from inference_pio.weights import WeightLoadError, fuse_into, load_state
 
 from .config import LlamaConfig
@@ -90,6 +91,8 @@ class LlamaModel(nn.Module):
         ``i``'s ``[num_blocks, block_size, KVH, D]`` caches. Returns ``[num_seqs, vocab]`` for each
         sequence's last new token, or ``[T, vocab]`` with ``all_logits`` (tests); model dtype.
         """
+        if (logits := fused_decode_step(self, input_ids, positions, meta, key_caches, value_caches)) is not None:
+            return logits  # a CPU decode step, run whole in C++ (layers/fused_decode.py)
         ws, t, hidden = self.workspace, input_ids.shape[0], self.config.hidden_size
         dtype = self.compute_dtype
         residual = self.embed_tokens(input_ids, out=ws.get("residual", t, hidden, dtype))

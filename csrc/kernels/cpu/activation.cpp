@@ -83,6 +83,9 @@ int64_t check_gated(const TensorView& out, const TensorView& x) {
   return d;
 }
 
+}  // namespace
+
+// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
 void silu_and_mul(const TensorView& out, const TensorView& x) {
   check_gated(out, x);
   PIO_DISPATCH_FLOAT(x.dtype, "silu_and_mul", [&] { gated_impl<scalar_t>(out, x, Silu{}); });
@@ -98,7 +101,6 @@ void gelu_and_mul(const TensorView& out, const TensorView& x, const std::string&
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(activation) {

@@ -65,6 +65,9 @@ void check_cache(const TensorView& t, const char* name, const TensorView& key) {
   check_dim(t, name, 3, key.size(2));
 }
 
+}  // namespace
+
+// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
 void reshape_and_cache(const TensorView& key, const TensorView& value, const TensorView& key_cache,
                        const TensorView& value_cache, const TensorView& slot_mapping) {
   check_float(key, "key");
@@ -89,7 +92,6 @@ void reshape_and_cache(const TensorView& key, const TensorView& value, const Ten
   }
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(kv_cache) {

@@ -219,6 +219,9 @@ void linear_impl(const TensorView& out, const TensorView& x, const TensorView& w
                         [&](int64_t n0) { tile_f32_rows<T, 1>(op, os, xf, Kp, w, K, bias, n0, M); });
 }
 
+}  // namespace
+
+// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
 void linear(const TensorView& out, const TensorView& x, const TensorView& weight, const std::optional<TensorView>& bias) {
   check_cpu(x, "x");
   check_float(x, "x");
@@ -258,7 +261,6 @@ void linear(const TensorView& out, const TensorView& x, const TensorView& weight
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(linear) {

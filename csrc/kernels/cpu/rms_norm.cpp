@@ -106,6 +106,9 @@ void check_weight(const TensorView& weight, const TensorView& x, int64_t hidden)
             ", got ", dtype_name(weight.dtype));
 }
 
+}  // namespace
+
+// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
 void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight, double eps) {
   check_float(x, "x");
   PIO_CHECK(x.ndim == 2, "x must be 2-D [num_rows, hidden], got shape ", x.shape_str());
@@ -136,7 +139,6 @@ void fused_add_rms_norm(const TensorView& x, const TensorView& residual, const T
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(rms_norm) {

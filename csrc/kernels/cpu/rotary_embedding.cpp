@@ -134,6 +134,9 @@ void check_heads(const TensorView& t, const char* name, int64_t tokens, int64_t 
   PIO_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1) * head_dim, name, ": tokens must not overlap");
 }
 
+}  // namespace
+
+// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
 void rotary_embedding(const TensorView& positions, const TensorView& query, const std::optional<TensorView>& key,
                       const TensorView& cache, bool is_neox) {
   check_float(query, "query");
@@ -174,7 +177,6 @@ void rotary_embedding(const TensorView& positions, const TensorView& query, cons
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(rotary_embedding) {

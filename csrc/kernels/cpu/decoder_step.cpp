@@ -1,0 +1,325 @@
+// One decode step of a Llama-family decoder in C++: embedding -> every layer (norm, fused qkv,
+// RoPE, KV-cache write, paged decode attention, o_proj, add + norm, fused gate_up, SiLU-and-mul,
+// down) -> final norm -> LM head, with the GIL released and no allocation once warm.
+//
+// Why: at batch 1 a small model's decode step is a few hundred kernel calls of microseconds each;
+// calling them from Python costs about as much as the kernels themselves. A DecoderPlan is built
+// once per model from views of every weight (Python keeps the tensors alive) and runs the whole
+// step over activation buffers it owns (grown only when the batch grows).
+//
+// Layouts (T = tokens of the step = sequences, one token each; activations in the model dtype):
+//   residual, hidden [T, hidden]; qkv [T, (H + 2 KVH) D] (q heads, then k, then v);
+//   attn [T, H D]; gate_up [T, 2 I] (gate rows first); act [T, I]; logits [T, vocab].
+// Each layer's input norm is fused with the residual add of the previous block's output, like
+// the Python model (plugins/llama/model.py); the first layer's has nothing to add.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu_ops.h"
+#include "dispatch.h"
+#include "pio/pybind_tensor_view.h"
+
+namespace pio::cpu {
+namespace {
+
+TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
+                     std::initializer_list<int64_t> strides) {
+  TensorView v;
+  v.data = data;
+  v.dtype = dtype;
+  v.ndim = int(shape.size());
+  int i = 0;
+  for (int64_t s : shape) v.shape[i++] = s;
+  i = 0;
+  for (int64_t s : strides) v.strides[i++] = s;
+  return v;
+}
+
+TensorView rows_view(void* data, DType dtype, int64_t rows, int64_t cols) {
+  return make_view(data, dtype, {rows, cols}, {cols, 1});
+}
+
+// A projection weight [N, K]: dense in the activation dtype, with an optional bias [N].
+struct PlanWeight {
+  TensorView weight;
+  std::optional<TensorView> bias;
+
+  int64_t rows() const { return weight.size(0); }
+  int64_t cols() const { return weight.size(1); }
+
+  static PlanWeight dense(const TensorView& weight, const std::optional<TensorView>& bias) {
+    return PlanWeight{weight, bias};
+  }
+
+  // Checks the weight once at plan construction so the step itself cannot fail on it.
+  void check(const char* name, DType dtype, int64_t n, int64_t k) const {
+    check_cpu(weight, name);
+    check_not_null(weight, name);
+    PIO_CHECK(weight.ndim == 2 && weight.size(0) == n && weight.size(1) == k, name, " must have shape [", n, ", ", k,
+              "], got ", weight.shape_str());
+    PIO_CHECK(weight.dtype == dtype, name, " must be ", dtype_name(dtype), " (the activation dtype), got ",
+              dtype_name(weight.dtype));
+    check_contiguous(weight, name);
+    if (bias) {
+      const std::string bn = std::string(name) + ".bias";
+      check_cpu(*bias, bn.c_str());
+      check_not_null(*bias, bn.c_str());
+      PIO_CHECK(bias->ndim == 1 && bias->size(0) == n, bn, " must have shape [", n, "], got ", bias->shape_str());
+      PIO_CHECK(bias->dtype == dtype, bn, " must be ", dtype_name(dtype), ", got ", dtype_name(bias->dtype));
+      check_contiguous(*bias, bn.c_str());
+    }
+  }
+
+  void apply(const TensorView& out, const TensorView& x) const { linear(out, x, weight, bias); }
+};
+
+// One decoder layer's weights and attention settings.
+struct PlanLayer {
+  TensorView input_norm;
+  double input_eps;
+  PlanWeight qkv, o_proj;
+  TensorView post_norm;
+  double post_eps;
+  PlanWeight gate_up, down;
+  double scale;
+  std::optional<int64_t> sliding_window;
+};
+
+void check_norm(const TensorView& w, const char* name, DType dtype, int64_t hidden, double eps) {
+  check_cpu(w, name);
+  check_not_null(w, name);
+  PIO_CHECK(w.ndim == 1 && w.size(0) == hidden, name, " must have shape [", hidden, "], got ", w.shape_str());
+  PIO_CHECK(w.dtype == dtype || w.dtype == DType::Float32, name, " must be float32 or ", dtype_name(dtype), ", got ",
+            dtype_name(w.dtype));
+  check_contiguous(w, name);
+  PIO_CHECK(eps > 0, name, ": eps must be positive, got ", eps);
+}
+
+// 64-byte aligned scratch, grown (never shrunk) to the largest step seen.
+class Arena {
+ public:
+  void* reserve(size_t bytes) {
+    if (bytes > size_) {
+      const size_t size = (bytes + 63) / 64 * 64;
+      void* p = std::aligned_alloc(64, size);
+      if (!p) throw std::bad_alloc();
+      std::memset(p, 0, size);  // fault the pages in now, not inside the first kernels
+      data_.reset(p);
+      size_ = size;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
+  size_t size_ = 0;
+};
+
+class DecoderPlan {
+ public:
+  DecoderPlan(int dtype_code, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool is_neox,
+              const TensorView& embedding, std::vector<PlanLayer> layers, const TensorView& final_norm, double final_eps,
+              PlanWeight lm_head, const TensorView& cos_sin_cache)
+      : H_(num_heads), KVH_(num_kv_heads), D_(head_dim), is_neox_(is_neox), embedding_(embedding),
+        layers_(std::move(layers)), final_norm_(final_norm), final_eps_(final_eps), lm_head_(std::move(lm_head)),
+        cos_sin_(cos_sin_cache) {
+    PIO_CHECK(dtype_code >= 0 && dtype_code <= 2, "dtype must be float32, float16 or bfloat16 (codes 0-2), got code ",
+              dtype_code);
+    dtype_ = DType(dtype_code);
+    PIO_CHECK(H_ >= 1 && KVH_ >= 1 && H_ % KVH_ == 0, "num_heads (", H_, ") must be a positive multiple of num_kv_heads (",
+              KVH_, ")");
+    PIO_CHECK(D_ >= 1, "head_dim must be positive, got ", D_);
+    PIO_CHECK(!layers_.empty(), "layers must not be empty");
+    check_cpu(embedding_, "embedding");
+    check_not_null(embedding_, "embedding");
+    check_ndim(embedding_, "embedding", 2);
+    PIO_CHECK(embedding_.dtype == dtype_, "embedding must be ", dtype_name(dtype_), ", got ", dtype_name(embedding_.dtype));
+    check_contiguous(embedding_, "embedding");
+    vocab_in_ = embedding_.size(0);
+    hidden_ = embedding_.size(1);
+    PIO_CHECK(hidden_ >= 1, "embedding must have a positive hidden size, got shape ", embedding_.shape_str());
+    intermediate_ = layers_[0].gate_up.weight.ndim == 2 ? layers_[0].gate_up.rows() / 2 : 0;
+    PIO_CHECK(intermediate_ >= 1, "layers[0].gate_up must have a positive even number of rows [2 * intermediate, hidden]");
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const PlanLayer& l = layers_[i];
+      const std::string p = "layers[" + std::to_string(i) + "].";
+      auto name = [&](const char* n) { return p + n; };
+      check_norm(l.input_norm, name("input_norm").c_str(), dtype_, hidden_, l.input_eps);
+      check_norm(l.post_norm, name("post_norm").c_str(), dtype_, hidden_, l.post_eps);
+      l.qkv.check(name("qkv").c_str(), dtype_, q_size() + 2 * kv_size(), hidden_);
+      l.o_proj.check(name("o_proj").c_str(), dtype_, hidden_, q_size());
+      l.gate_up.check(name("gate_up").c_str(), dtype_, 2 * intermediate_, hidden_);
+      l.down.check(name("down").c_str(), dtype_, hidden_, intermediate_);
+      PIO_CHECK(l.scale > 0, p, "scale must be positive, got ", l.scale);
+      PIO_CHECK(!l.sliding_window || *l.sliding_window >= 1, p, "sliding_window must be >= 1 or None, got ",
+                *l.sliding_window);
+    }
+    check_norm(final_norm_, "final_norm", dtype_, hidden_, final_eps_);
+    PIO_CHECK(lm_head_.weight.ndim == 2, "lm_head must be 2-D [vocab, hidden], got ", lm_head_.weight.shape_str());
+    lm_head_.check("lm_head", dtype_, lm_head_.rows(), hidden_);
+    check_cpu(cos_sin_, "cos_sin_cache");
+    check_not_null(cos_sin_, "cos_sin_cache");
+    check_ndim(cos_sin_, "cos_sin_cache", 2);
+    check_contiguous(cos_sin_, "cos_sin_cache");
+    PIO_CHECK(cos_sin_.size(1) >= 2 && cos_sin_.size(1) % 2 == 0 && cos_sin_.size(1) <= D_,
+              "cos_sin_cache.shape[1] (rotary_dim) must be even, positive and <= head_dim ", D_, ", got ",
+              cos_sin_.shape_str());
+  }
+
+  // The per-layer caches [num_blocks, block_size, KVH, D], checked here once.
+  void set_kv_caches(const std::vector<TensorView>& key_caches, const std::vector<TensorView>& value_caches) {
+    PIO_CHECK(key_caches.size() == layers_.size() && value_caches.size() == layers_.size(), "expected ", layers_.size(),
+              " key and value caches (one per layer), got ", key_caches.size(), " and ", value_caches.size());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      for (const TensorView* t : {&key_caches[i], &value_caches[i]}) {
+        const std::string name = (t == &key_caches[i] ? "key_caches[" : "value_caches[") + std::to_string(i) + "]";
+        check_cpu(*t, name.c_str());
+        check_not_null(*t, name.c_str());
+        PIO_CHECK(t->ndim == 4 && t->size(2) == KVH_ && t->size(3) == D_, name, " must be [num_blocks, block_size, ", KVH_,
+                  ", ", D_, "], got ", t->shape_str());
+        PIO_CHECK(t->dtype == dtype_, name, " must be ", dtype_name(dtype_), ", got ", dtype_name(t->dtype));
+        check_contiguous(*t, name.c_str());
+      }
+      PIO_CHECK(value_caches[i].size(0) == key_caches[i].size(0) && value_caches[i].size(1) == key_caches[i].size(1),
+                "value_caches[", i, "] must have the shape of key_caches[", i, "]");
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    key_caches_ = key_caches;
+    value_caches_ = value_caches;
+  }
+
+  // One decode step: input_ids [T] int64, positions [T] int32/int64, slot_mapping [T],
+  // block_tables [T, max_blocks] int32, context_lens [T] int32 -> logits [T, vocab] (written).
+  void run(const TensorView& input_ids, const TensorView& positions, const TensorView& slot_mapping,
+           const TensorView& block_tables, const TensorView& context_lens, std::optional<int64_t> max_context_len,
+           const TensorView& logits) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    PIO_CHECK(!key_caches_.empty(), "set_kv_caches must be called before run");
+    check_cpu(input_ids, "input_ids");
+    check_not_null(input_ids, "input_ids");
+    check_ndim(input_ids, "input_ids", 1);
+    check_dtype(input_ids, "input_ids", DType::Int64);
+    const int64_t T = input_ids.size(0);
+    check_cpu(logits, "logits");
+    check_not_null(logits, "logits");
+    check_ndim(logits, "logits", 2);
+    PIO_CHECK(logits.dtype == dtype_, "logits must be ", dtype_name(dtype_), ", got ", dtype_name(logits.dtype));
+    check_dim(logits, "logits", 0, T);
+    check_dim(logits, "logits", 1, lm_head_.rows());
+    if (T == 0) return;
+    // Everything else (positions, slots, block tables, context lengths) is checked by the kernels
+    // of the first layer before they write anything the step does not own.
+    const int64_t* ids = input_ids.ptr<int64_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t id = ids[t * input_ids.stride(0)];
+      PIO_CHECK(id >= 0 && id < vocab_in_, "input_ids[", t, "] = ", id, " is out of range [0, ", vocab_in_, ")");
+    }
+
+    const DType dt = dtype_;
+    const int64_t es = dtype_size(dt), qkv_n = q_size() + 2 * kv_size();
+    auto bytes = [&](int64_t cols) { return size_t((T * cols * es + 63) / 64 * 64); };
+    const size_t sizes[] = {bytes(hidden_), bytes(hidden_), bytes(qkv_n), bytes(q_size()), bytes(2 * intermediate_),
+                            bytes(intermediate_)};
+    size_t total = 0;
+    for (size_t s : sizes) total += s;
+    char* base = static_cast<char*>(arena_.reserve(total));
+    char* at[6];
+    for (int i = 0; i < 6; ++i) at[i] = base, base += sizes[i];
+    const TensorView residual = rows_view(at[0], dt, T, hidden_), hidden = rows_view(at[1], dt, T, hidden_);
+    const TensorView qkv = rows_view(at[2], dt, T, qkv_n), attn = make_view(at[3], dt, {T, H_, D_}, {H_ * D_, D_, 1});
+    const TensorView attn_rows = rows_view(at[3], dt, T, q_size());
+    const TensorView gate_up = rows_view(at[4], dt, T, 2 * intermediate_), act = rows_view(at[5], dt, T, intermediate_);
+    const TensorView query = make_view(at[2], dt, {T, H_, D_}, {qkv_n, D_, 1});
+    const TensorView key = make_view(at[2] + q_size() * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
+    const TensorView value = make_view(at[2] + (q_size() + kv_size()) * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
+
+    const char* table = static_cast<const char*>(embedding_.data);
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(at[0] + t * hidden_ * es, table + ids[t * input_ids.stride(0)] * hidden_ * es, size_t(hidden_ * es));
+
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const PlanLayer& l = layers_[i];
+      if (i == 0) rms_norm(hidden, residual, l.input_norm, l.input_eps);
+      else fused_add_rms_norm(hidden, residual, l.input_norm, l.input_eps);
+      l.qkv.apply(qkv, hidden);
+      rotary_embedding(positions, query, key, cos_sin_, is_neox_);
+      reshape_and_cache(key, value, key_caches_[i], value_caches_[i], slot_mapping);
+      paged_decode_attention(attn, query, key_caches_[i], value_caches_[i], block_tables, context_lens, l.scale,
+                             l.sliding_window, max_context_len, 0);
+      l.o_proj.apply(hidden, attn_rows);
+      fused_add_rms_norm(hidden, residual, l.post_norm, l.post_eps);
+      l.gate_up.apply(gate_up, hidden);
+      silu_and_mul(act, gate_up);
+      l.down.apply(hidden, act);
+    }
+    fused_add_rms_norm(hidden, residual, final_norm_, final_eps_);
+    lm_head_.apply(logits, hidden);
+  }
+
+  int64_t num_layers() const { return int64_t(layers_.size()); }
+  int64_t hidden_size() const { return hidden_; }
+  int64_t intermediate_size() const { return intermediate_; }
+  int64_t vocab_size() const { return lm_head_.rows(); }
+
+ private:
+  int64_t q_size() const { return H_ * D_; }
+  int64_t kv_size() const { return KVH_ * D_; }
+
+  DType dtype_ = DType::Float32;
+  int64_t H_, KVH_, D_;
+  bool is_neox_;
+  TensorView embedding_;
+  std::vector<PlanLayer> layers_;
+  TensorView final_norm_;
+  double final_eps_;
+  PlanWeight lm_head_;
+  TensorView cos_sin_;
+  int64_t vocab_in_ = 0, hidden_ = 0, intermediate_ = 0;
+  std::vector<TensorView> key_caches_, value_caches_;
+  Arena arena_;
+  std::mutex mutex_;  // the activation buffers serve one step at a time
+};
+
+}  // namespace
+}  // namespace pio::cpu
+
+PIO_CPU_BINDINGS(decoder_step) {
+  namespace py = pybind11;
+  using namespace pio::cpu;
+  py::class_<PlanWeight>(m, "PlanWeight", "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
+      .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
+                  "weight [N, K] contiguous in the activation dtype, bias [N] or None");
+  py::class_<PlanLayer>(m, "PlanLayer", "One decoder layer's weights and attention settings for DecoderPlan")
+      .def(py::init([](const pio::TensorView& input_norm, double input_eps, PlanWeight qkv, PlanWeight o_proj,
+                       const pio::TensorView& post_norm, double post_eps, PlanWeight gate_up, PlanWeight down,
+                       double scale, std::optional<int64_t> sliding_window) {
+             return PlanLayer{input_norm, input_eps, std::move(qkv), std::move(o_proj), post_norm, post_eps,
+                              std::move(gate_up), std::move(down), scale, sliding_window};
+           }),
+           py::arg("input_norm"), py::arg("input_eps"), py::arg("qkv"), py::arg("o_proj"), py::arg("post_norm"),
+           py::arg("post_eps"), py::arg("gate_up"), py::arg("down"), py::arg("scale"), py::arg("sliding_window"));
+  py::class_<DecoderPlan>(m, "DecoderPlan",
+                          "A Llama-family decode step in C++ (see csrc/kernels/cpu/decoder_step.cpp); "
+                          "holds views: the caller keeps every tensor alive")
+      .def(py::init<int, int64_t, int64_t, int64_t, bool, const pio::TensorView&, std::vector<PlanLayer>,
+                    const pio::TensorView&, double, PlanWeight, const pio::TensorView&>(),
+           py::arg("dtype"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("is_neox"),
+           py::arg("embedding"), py::arg("layers"), py::arg("final_norm"), py::arg("final_eps"), py::arg("lm_head"),
+           py::arg("cos_sin_cache"))
+      .def("set_kv_caches", &DecoderPlan::set_kv_caches, py::arg("key_caches"), py::arg("value_caches"))
+      .def("run", &DecoderPlan::run, py::arg("input_ids"), py::arg("positions"), py::arg("slot_mapping"),
+           py::arg("block_tables"), py::arg("context_lens"), py::arg("max_context_len"), py::arg("logits"), PIO_NOGIL,
+           "one decode step into logits [T, vocab]")
+      .def_property_readonly("num_layers", &DecoderPlan::num_layers)
+      .def_property_readonly("hidden_size", &DecoderPlan::hidden_size)
+      .def_property_readonly("intermediate_size", &DecoderPlan::intermediate_size)
+      .def_property_readonly("vocab_size", &DecoderPlan::vocab_size);
+}

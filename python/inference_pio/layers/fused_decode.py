@@ -1,0 +1,183 @@
+"""The decode step of a Llama-family decoder as one C++ call (``DecoderPlan``, csrc/kernels/cpu/decoder_step.cpp).
+
+At batch-1 decode a small model is hundreds of kernel calls of a few microseconds each; run from
+Python (module calls, workspace lookups, tensor views, validation, dispatch) they cost about as
+much as the kernels. ``FusedDecoder`` hands the C++ side views of every weight once and then runs
+each decode step (embedding -> layers -> final norm -> LM head) in a single call without the GIL.
+
+The model must be laid out like transformers' Llama, as ``plugins/llama/model.py`` (and the
+families built on it: Mistral, Qwen2) is: ``embed_tokens``, ``layers[i].{input_layernorm,
+self_attn.{qkv_proj, attn, o_proj}, post_attention_layernorm, mlp.{gate_up_proj, down_proj}}``,
+``norm``, ``lm_head``, ``rotary``, built from ``inference_pio.layers`` modules.
+
+``fused_decode_step`` is the model's hook: it returns the step's logits, or None when the fused
+path does not apply (not a CPU decode step, ``INFERENCE_PIO_FUSED_DECODE=0``, a forced non-cpu
+backend, torch.compile tracing, or a model the plan cannot express, which is said once in a warning).
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import warnings
+
+import torch
+import torch.nn as nn
+
+from .. import _native
+from ..ops import _dispatch
+from ..ops._tensor import DTYPE_CODES, view
+from ..ops.paged_decode_attention import CPU_HEAD_DIM_MULTIPLE, CPU_MAX_HEAD_DIM
+from .attention import PagedAttention
+from .linear import Linear
+from .mlp import GatedMLP
+from .norm import RMSNorm
+from .rotary import RotaryEmbedding
+from .workspace import Workspace
+
+FUSED_DECODE_ENV = "INFERENCE_PIO_FUSED_DECODE"
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class FusedDecodeUnsupported(ValueError):
+    """The model cannot run through the fused decode step; the message says which part and why."""
+
+
+def fused_decode_enabled() -> bool:
+    """False when ``INFERENCE_PIO_FUSED_DECODE=0`` (for comparisons with the per-op path)."""
+    return os.environ.get(FUSED_DECODE_ENV, "1") != "0"
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise FusedDecodeUnsupported(message)
+
+
+def _module(parent: nn.Module, path: str, kind: type | tuple[type, ...], prefix: str = "") -> nn.Module:
+    """``parent``'s submodule at dotted ``path``, checked to be a ``kind``; errors name ``prefix + path``."""
+    obj: object = parent
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        _expect(obj is not None, f"{prefix}{path}: missing (a Llama-layout model has it)")
+    names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    _expect(isinstance(obj, kind), f"{prefix}{path} must be a {names}, got {type(obj).__name__}")
+    return obj
+
+
+class FusedDecoder:
+    """A ``DecoderPlan`` over a Llama-layout model's weights, callable like the model on decode steps.
+
+    Holds references to every tensor the plan reads. Weights are read once, at construction: a
+    model whose weights are replaced afterwards needs a new ``FusedDecoder``.
+    """
+
+    def __init__(self, model: nn.Module):
+        """Raises ``FusedDecodeUnsupported`` (a ValueError) naming the part of ``model`` that does not fit."""
+        embed = _module(model, "embed_tokens", nn.Embedding)
+        layers = _module(model, "layers", nn.ModuleList)
+        rotary = _module(model, "rotary", RotaryEmbedding)
+        final_norm = _module(model, "norm", RMSNorm)
+        lm_head = _module(model, "lm_head", Linear)
+        _expect(len(layers) > 0, "layers: the model has no decoder layers")
+        table = embed.weight
+        dtype = table.dtype
+        _expect(dtype in _DTYPES, f"embed_tokens: dtype must be float32, float16 or bfloat16, got {dtype}")
+        first_attn = _module(layers[0], "self_attn.attn", PagedAttention, "layers.0.")
+        heads, kv_heads, head_dim = first_attn.num_heads, first_attn.num_kv_heads, first_attn.head_dim
+        _expect(head_dim % CPU_HEAD_DIM_MULTIPLE == 0 and head_dim <= CPU_MAX_HEAD_DIM,
+                f"head_dim {head_dim}: the CPU decode attention needs a multiple of {CPU_HEAD_DIM_MULTIPLE} "
+                f"up to {CPU_MAX_HEAD_DIM}")
+        _expect(rotary.head_dim == head_dim, f"rotary.head_dim {rotary.head_dim} differs from the attention's {head_dim}")
+        self._tensors: list[torch.Tensor] = []  # everything the plan points into, kept alive here
+        native = _native.cpu_module()
+        plan_layers = []
+        for i, layer in enumerate(layers):
+            p = f"layers.{i}."
+            attn = _module(layer, "self_attn.attn", PagedAttention, p)
+            _expect((attn.num_heads, attn.num_kv_heads, attn.head_dim) == (heads, kv_heads, head_dim),
+                    f"{p}self_attn.attn: heads {attn.num_heads}/{attn.num_kv_heads}/{attn.head_dim} differ from "
+                    f"layer 0's {heads}/{kv_heads}/{head_dim}")
+            mlp = _module(layer, "mlp", GatedMLP, p)
+            in_norm = _module(layer, "input_layernorm", RMSNorm, p)
+            post_norm = _module(layer, "post_attention_layernorm", RMSNorm, p)
+            plan_layers.append(native.PlanLayer(
+                self._view(in_norm.weight, p + "input_layernorm.weight"), in_norm.eps,
+                self._weight(native, _module(layer, "self_attn.qkv_proj", Linear, p), p + "self_attn.qkv_proj"),
+                self._weight(native, _module(layer, "self_attn.o_proj", Linear, p), p + "self_attn.o_proj"),
+                self._view(post_norm.weight, p + "post_attention_layernorm.weight"), post_norm.eps,
+                self._weight(native, _module(mlp, "gate_up_proj", Linear, p + "mlp."), p + "mlp.gate_up_proj"),
+                self._weight(native, _module(mlp, "down_proj", Linear, p + "mlp."), p + "mlp.down_proj"),
+                attn.scale, attn.sliding_window))
+        try:
+            self._plan = native.DecoderPlan(
+                DTYPE_CODES[dtype], heads, kv_heads, head_dim, rotary.is_neox,
+                self._view(table, "embed_tokens.weight"), plan_layers,
+                self._view(final_norm.weight, "norm.weight"), final_norm.eps,
+                self._weight(native, lm_head, "lm_head"), self._view(rotary.cos_sin_cache, "rotary.cos_sin_cache"))
+        except ValueError as e:  # a shape or dtype that does not fit, named by the C++ checks
+            raise FusedDecodeUnsupported(str(e)) from None
+        self.dtype = dtype
+        self.vocab_size = self._plan.vocab_size
+        self._workspace = Workspace("cpu")
+        self._key_caches: list[torch.Tensor] = []
+        self._value_caches: list[torch.Tensor] = []
+
+    def _view(self, t: torch.Tensor, name: str) -> tuple:
+        _expect(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
+        _expect(t.device.type == "cpu", f"{name} is on {t.device}: the fused decode step runs on CPU")
+        _expect(t.dtype in DTYPE_CODES, f"{name}: unsupported dtype {t.dtype}")
+        self._tensors.append(t)
+        return view(t)
+
+    def _weight(self, native, linear: nn.Module, name: str):
+        bias = linear.bias
+        return native.PlanWeight.dense(self._view(linear.weight, name + ".weight"),
+                                       None if bias is None else self._view(bias, name + ".bias"))
+
+    def _bind_caches(self, key_caches, value_caches) -> None:
+        """Hands the plan the per-layer caches when they are not the ones it already holds."""
+        if (len(key_caches) == len(self._key_caches) and all(map(operator.is_, key_caches, self._key_caches))
+                and all(map(operator.is_, value_caches, self._value_caches))):
+            return
+        for name, caches in (("key_caches", key_caches), ("value_caches", value_caches)):
+            for i, c in enumerate(caches):
+                if not isinstance(c, torch.Tensor) or c.device.type != "cpu":
+                    raise ValueError(f"{name}[{i}] must be a CPU tensor, got {getattr(c, 'device', type(c).__name__)}")
+        self._plan.set_kv_caches([view(c) for c in key_caches], [view(c) for c in value_caches])
+        self._key_caches, self._value_caches = list(key_caches), list(value_caches)
+
+    def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, key_caches, value_caches) -> torch.Tensor:
+        """One decode step: ``input_ids``/``positions`` ``[T]`` (one token per sequence, batch order),
+        ``meta`` its ``AttentionMetadata`` (``meta.is_decode``), the per-layer caches. Returns logits
+        ``[T, vocab]`` in the model dtype, a view of a buffer the next step overwrites (as the model's)."""
+        if not meta.is_decode:
+            raise ValueError("the fused decode step needs a decode step (one new token per sequence)")
+        self._bind_caches(key_caches, value_caches)
+        logits = self._workspace.get("logits", input_ids.shape[0], self.vocab_size, self.dtype)
+        self._plan.run(view(input_ids), view(positions), view(meta.slot_mapping), view(meta.block_tables),
+                       view(meta.context_lens), meta.max_seqlen_k, view(logits))
+        return logits
+
+
+_UNSUPPORTED = "unsupported"  # marker kept on a model the plan cannot express
+
+
+def fused_decode_step(model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor, meta,
+                      key_caches, value_caches) -> torch.Tensor | None:
+    """The step's logits through ``model``'s ``FusedDecoder`` (built on first use), or None when the
+    fused path does not apply and the caller runs its per-op forward."""
+    if not (meta.is_decode and input_ids.device.type == "cpu" and fused_decode_enabled()
+            and not torch.compiler.is_compiling() and _dispatch.forced_backend() in (None, "cpu")):
+        return None
+    decoder = model.__dict__.get("_fused_decoder")
+    if decoder is None:
+        try:
+            decoder = FusedDecoder(model)
+        except FusedDecodeUnsupported as e:
+            warnings.warn(f"fused decode step unavailable for {type(model).__name__} ({e}); "
+                          "decoding through the per-op path", stacklevel=2)
+            decoder = _UNSUPPORTED
+        model.__dict__["_fused_decoder"] = decoder
+    if decoder is _UNSUPPORTED:
+        return None
+    return decoder(input_ids, positions, meta, key_caches, value_caches)
