@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +19,7 @@ class RegistryState:
         self.store = store
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_next_blob_after: int | None = None  # send this many bytes of the next big blob, then hang up
+        self.pause_s = 0.0  # between 8 KB pieces of a blob: keeps transfers in flight long enough to overlap
         self.lock = threading.Lock()
 
 
@@ -70,7 +72,12 @@ def _registry_handler(state: RegistryState):
                 self.wfile.flush()
                 self.close_connection = True
                 return
-            self.wfile.write(body)
+            for start in range(0, len(body), 8192) if state.pause_s else ():
+                self.wfile.write(body[start:start + 8192])
+                self.wfile.flush()
+                time.sleep(state.pause_s)
+            if not state.pause_s:
+                self.wfile.write(body)
 
     return Handler
 

@@ -189,3 +189,28 @@ def test_registry_url_from_environment(env, registry, monkeypatch):
     manager = initialized_manager()
     assert asyncio.run(manager.download_model("tiny:1b", source="ollama")).id == "local/llama/tiny:1b"
     assert state.requests
+
+
+def _pull_in_child(url: str, start, results) -> None:
+    start.wait()
+    manager = initialized_manager(ollama_registry=url)
+    results.put(asyncio.run(manager.download_model("tiny:1b", source="ollama")).id)
+
+
+def test_two_processes_pulling_the_same_model(env, registry, gguf_bytes):
+    import multiprocessing
+
+    url, state, _ = registry
+    state.pause_s = 0.005
+    context = multiprocessing.get_context("fork")  # children inherit the environment, no re-import
+    start, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_pull_in_child, args=(url, start, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    assert [results.get(timeout=5), results.get(timeout=5)] == ["local/llama/tiny:1b"] * 2
+    [info] = initialized_manager().list_models()
+    assert info.path.read_bytes() == gguf_bytes

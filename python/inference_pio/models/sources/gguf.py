@@ -1,4 +1,4 @@
-"""A local ``.gguf`` file: its metadata read with the ``gguf`` package.
+"""A local ``.gguf`` file: its header read with the ``gguf`` package's type tables (``gguf_header``).
 
 Family from ``general.architecture``, parameter count from the tensor element counts,
 quantization from the type that holds most matrix elements (embeddings and norms are often
@@ -13,8 +13,8 @@ from pathlib import Path
 from ..errors import InvalidModelError
 from ..types import ModelFormat, ModelSource
 from .base import FoundModel, capabilities_for, name_from, plugin_for
+from .gguf_header import GGUFHeaderError, GGUFTensorInfo, read_gguf_header
 
-GGUF_MAGIC = b"GGUF"
 _FLOAT_TYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
 
@@ -22,59 +22,39 @@ def describe_gguf(path: str | Path, *, source: ModelSource = ModelSource.GGUF, o
                   origin: str | None = None, name: str | None = None) -> FoundModel:
     """Read and check the GGUF file ``path``; ``InvalidModelError`` names it when it is not a
     complete GGUF file (wrong magic, unreadable header, tensor data past the end of the file)."""
-    import gguf
-
     path = Path(path)
     if not path.is_file():
         raise InvalidModelError(f"{path}: no such GGUF file")
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise InvalidModelError(f"{path}: not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
     try:
-        reader = gguf.GGUFReader(path)
-        # The vocabulary arrays are large and not needed here.
-        fields = {key: field.contents() for key, field in reader.fields.items()
-                  if not key.startswith("tokenizer.ggml.")}
-        tensors = [(t.name, int(t.tensor_type), [int(d) for d in t.shape], int(t.n_elements),
-                    int(t.data_offset), int(t.n_bytes)) for t in reader.tensors]
-    except Exception as e:  # noqa: BLE001 -- the reader raises ValueError, IndexError, struct errors...
-        raise InvalidModelError(f"{path}: corrupt GGUF file ({type(e).__name__}: {e})") from e
-    if not tensors:
+        header = read_gguf_header(path)
+    except GGUFHeaderError as e:
+        text = str(e) if "not a GGUF file" in str(e) else f"corrupt GGUF file ({e})"
+        raise InvalidModelError(f"{path}: {text}") from e
+    if not header.tensors:
         raise InvalidModelError(f"{path}: GGUF file holds no tensors")
-    for tensor_name, _, _, _, offset, n_bytes in tensors:
-        if offset + n_bytes > size:
-            raise InvalidModelError(f"{path}: truncated GGUF file: tensor {tensor_name!r} ends at byte "
-                                    f"{offset + n_bytes}, the file has {size}")
-    architecture = fields.get("general.architecture")
+    architecture = header.metadata.get("general.architecture")
     if not isinstance(architecture, str) or not architecture:
         raise InvalidModelError(f"{path}: GGUF file has no general.architecture")
-    dominant = _dominant_matrix_type(tensors)
-    chat_template = "tokenizer.chat_template" in reader.fields
+    dominant = _dominant_matrix_type(header.tensors)
+    chat_template = isinstance(header.metadata.get("tokenizer.chat_template"), str)
     return FoundModel(
-        path=path, format=ModelFormat.GGUF, source=source,
-        name=name or name_from(path.name),
-        size_bytes=size, architecture=architecture,
-        parameter_count=sum(t[3] for t in tensors),
+        path=path, format=ModelFormat.GGUF, source=source, name=name or name_from(path.name),
+        size_bytes=header.file_size, architecture=architecture,
+        parameter_count=sum(t.n_elements for t in header.tensors),
         dtype=_FLOAT_TYPES.get(dominant), quantization=None if dominant in _FLOAT_TYPES else dominant,
         capabilities=capabilities_for(architecture, causal="bert" not in architecture, chat_template=chat_template),
         plugin=plugin_for({"model_type": architecture}), owned=owned, origin=origin or str(path),
     )
 
 
-def _dominant_matrix_type(tensors) -> str:
+def _dominant_matrix_type(tensors: list[GGUFTensorInfo]) -> str:
     import gguf
 
     elements: Counter[int] = Counter()
-    for _, kind, shape, n_elements, _, _ in tensors:
-        if len(shape) >= 2:
-            elements[kind] += n_elements
+    for tensor in tensors:
+        if len(tensor.shape) >= 2:
+            elements[tensor.ggml_type] += tensor.n_elements
     if not elements:
-        for _, kind, _, n_elements, _, _ in tensors:
-            elements[kind] += n_elements
-    kind = elements.most_common(1)[0][0]
-    try:
-        return gguf.GGMLQuantizationType(kind).name
-    except ValueError:
-        return f"type{kind}"
+        for tensor in tensors:
+            elements[tensor.ggml_type] += tensor.n_elements
+    return gguf.GGMLQuantizationType(elements.most_common(1)[0][0]).name
