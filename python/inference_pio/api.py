@@ -46,20 +46,41 @@ class Model:
         self._async_engine = None
 
     @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What the plugin serves, e.g. ("text-generation", "chat", "streaming") or ("embeddings",)."""
+        return tuple(self.plugin.metadata.capabilities or ())
+
+    @property
+    def is_embedding_model(self) -> bool:
+        return "text-generation" not in self.capabilities and callable(getattr(self.plugin, "embed", None))
+
+    @property
     def engine(self):
         engine = getattr(self.plugin, "engine", None)
         if engine is None:
+            if self.plugin.is_loaded and self.is_embedding_model:
+                raise ValueError(f"{self.plugin.metadata.name} is an embedding model: it has no generation "
+                                 "engine; use embed()")
             raise RuntimeError("this model was closed")
         return engine
 
     @property
     def vocab_size(self) -> int:
-        return int(self.engine.model.config.vocab_size)
+        return int(self.plugin.config.vocab_size)
 
     @property
     def max_model_len(self) -> int:
-        """Most tokens (prompt + output) one request may hold."""
+        """Most tokens one request may hold (prompt + output; the input of an embedding model)."""
+        if self.is_embedding_model:
+            return int(self.plugin.max_seq_length)
         return int(self.engine.max_model_len)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the vectors ``embed`` returns (embedding models)."""
+        if not self.is_embedding_model:
+            raise ValueError(f"{self.plugin.metadata.name} is not an embedding model")
+        return int(self.plugin.embedding_dim)
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True,
                             **template_kwargs: Any) -> list[int]:
@@ -74,7 +95,7 @@ class Model:
         """Sentence embeddings ``[n, dim]`` (float32) from an embedding model's plugin."""
         embed = getattr(self.plugin, "embed", None)
         if embed is None:
-            raise ValueError(f"{type(self.plugin).__name__} is not an embedding model")
+            raise ValueError(f"{self.plugin.metadata.name} is not an embedding model")
         return embed([texts] if isinstance(texts, str) else list(texts), **options)
 
     def async_engine(self):

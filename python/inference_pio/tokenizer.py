@@ -71,6 +71,10 @@ class _FastBackend:
             self.tok = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust error says what is wrong with the file
             raise ValueError(f"cannot load {path}: {e}") from None
+        # A tokenizer.json may carry padding/truncation settings (sentence encoders do); transformers
+        # ignores them unless asked per call, and so do we: encode returns exactly the text's ids.
+        self.tok.no_padding()
+        self.tok.no_truncation()
         missing = [t for t in special.values() if self.tok.token_to_id(t) is None]
         if missing:
             # transformers adds special tokens named in the config but absent from the vocabulary.
