@@ -1,0 +1,286 @@
+"""NLP services over a local model of the catalogue: ``LlamaService``, ``DeepSeekService``, ``MistralService``,
+``QwenService`` (one class, named per family).
+
+::
+
+    service = LlamaService(model_manager=manager, model_id="local/llama/tiny", logger=logger)
+    generator = await service.get_schematic_generator(Dict)
+    result = await generator.generate("What is the capital of France?")
+    vectors = (await (await service.get_embedder()).embed(["What is the capital of France?"])).vectors
+
+The model is loaded once, lazily, in a worker thread (``inference_pio.load``); generation runs on the
+model's ``AsyncEngine`` (concurrent requests share its batch), so the event loop never waits on the
+model. Output is constrained by the schema's grammar (``structured.py``) and validated again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..engine.sampler import SamplingParams
+from ..models.types import ModelInfo, ModelType
+from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
+                        SchematicGenerationResult, SchematicGenerator, ServiceError, UsageInfo)
+from .moderation import DEFAULT_CATEGORIES, ModelModeration
+from .schemas import OutputSchema
+from .structured import GrammarBackend
+
+DEFAULT_MAX_TOKENS = 512
+_SAMPLING_HINTS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty")
+
+
+class UnknownModelError(LookupError):
+    """The model id is not in the catalogue."""
+
+
+def lookup_model(model_manager, model_id: str) -> ModelInfo:
+    """``model_manager.get_model(model_id)`` with a clear error for an unknown id."""
+    try:
+        info = model_manager.get_model(model_id)
+    except (KeyError, LookupError) as e:
+        raise UnknownModelError(f"no model {model_id!r} in the catalogue ({e})") from None
+    if info is None:
+        known = ", ".join(m.id for m in model_manager.list_models()) or "none"
+        raise UnknownModelError(f"no model {model_id!r} in the catalogue (installed: {known})")
+    return info
+
+
+class LocalModelService(NLPService):
+    """One catalogued model behind the NLP service interface.
+
+    ``load_options`` go to ``inference_pio.load`` (``dtype``, ``max_seq_len``, ``max_batch_size``, ...).
+    ``max_tokens``: default output budget of a schematic generation (a ``max_tokens`` hint overrides it).
+    """
+
+    family: ModelType | None = None  # set by the named subclasses: the family they accept
+
+    def __init__(self, model_manager, model_id: str, logger: logging.Logger | None = None, *,
+                 max_tokens: int = DEFAULT_MAX_TOKENS, moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
+                 **load_options: Any):
+        self.info = lookup_model(model_manager, model_id)
+        if self.family is not None and ModelType(self.info.family) != self.family:
+            raise ValueError(f"{type(self).__name__} serves {self.family.value} models; {model_id!r} is a "
+                             f"{ModelType(self.info.family).value} model")
+        self.logger = logger or logging.getLogger(__name__)
+        self.max_tokens = max_tokens
+        self.moderation_categories = tuple(moderation_categories)
+        self.load_options = load_options
+        self._model = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.info.id
+
+    # ----- the model -----
+
+    async def model(self):
+        """The loaded ``inference_pio.Model`` (loaded on first call, in a worker thread)."""
+        if self._model is None:
+            await asyncio.to_thread(self._load)
+        return self._model
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            import inference_pio
+
+            self.logger.info("loading %s from %s", self.model_id, self.info.path)
+            started = time.perf_counter()
+            self._model = inference_pio.load(self.info.path, **self.load_options)
+            self.logger.info("loaded %s in %.1f s", self.model_id, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        model, self._model = self._model, None
+        if model is not None:
+            await asyncio.to_thread(model.close)
+
+    # ----- the service getters -----
+
+    async def get_schematic_generator(self, schema: Any, hints: Mapping[str, Any] | None = None
+                                      ) -> "LocalSchematicGenerator":
+        """A generator of ``schema`` objects; loads the model and compiles the schema's grammar now, so a bad
+        schema fails here (``SchemaError``)."""
+        output = OutputSchema.of(schema)
+        model = await self.model()
+        if getattr(model.plugin, "engine", None) is None:
+            raise ServiceError(f"{self.model_id} is an embedding model: it cannot generate")
+        backend = await asyncio.to_thread(GrammarBackend.for_model, model)
+        await asyncio.to_thread(backend.compile, output)
+        return LocalSchematicGenerator(self, model, backend, output, schema)
+
+    async def get_embedder(self, hints: Mapping[str, Any] | None = None) -> "LocalEmbedder":
+        return LocalEmbedder(self, await self.model())
+
+    async def get_moderation_service(self) -> ModelModeration:
+        return ModelModeration(self, self.moderation_categories)
+
+    async def get_tokenizer(self) -> "LocalTokenizer":
+        return LocalTokenizer(await self.model())
+
+
+class LocalTokenizer(EstimatingTokenizer):
+    """Exact counts: the model's own tokenizer (special tokens included, as a prompt would carry them)."""
+
+    def __init__(self, model):
+        self._model = model
+
+    async def estimate_token_count(self, prompt: str) -> int:
+        return len(self._model.tokenize(prompt))
+
+
+class LocalSchematicGenerator(SchematicGenerator):
+    """Constrained JSON generation of one schema on one loaded model."""
+
+    def __init__(self, service: LocalModelService, model, backend: GrammarBackend, output: OutputSchema, schema: Any):
+        self.service = service
+        self.schema = schema
+        self._model = model
+        self._backend = backend
+        self._output = output
+
+    @property
+    def id(self) -> str:
+        return self.service.model_id
+
+    @property
+    def max_tokens(self) -> int:
+        return self._model.max_model_len
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return LocalTokenizer(self._model)
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        instruction = self._output.instruction
+        if getattr(self._model.plugin.tokenizer, "chat_template", None):
+            try:
+                return self._model.apply_chat_template([{"role": "system", "content": instruction},
+                                                        {"role": "user", "content": prompt}])
+            except Exception:  # templates without a system role raise from inside Jinja
+                return self._model.apply_chat_template([{"role": "user", "content": f"{instruction}\n\n{prompt}"}])
+        return self._model.tokenize(f"{instruction}\n\n{prompt}\n")
+
+    async def generate(self, prompt: str, hints: Mapping[str, Any] | None = None) -> SchematicGenerationResult:
+        """``hints``: ``max_tokens`` (output budget, default the service's), ``temperature`` (default 0),
+        ``top_p``, ``top_k``, ``min_p``, ``seed``, ``repetition_penalty``."""
+        hints = dict(hints or {})
+        started = time.perf_counter()
+        model = self._model
+        ids = self._prompt_ids(prompt)
+        room = model.max_model_len - len(ids)
+        if room < 1:
+            raise ValueError(f"the prompt takes {len(ids)} tokens and {self.id} holds {model.max_model_len}: "
+                             "no room to answer")
+        budget = min(int(hints.get("max_tokens", self.service.max_tokens)), room)
+        needed = self._backend.min_tokens(self._output, limit=budget + 1)
+        if needed > budget:
+            raise ValueError(f"{self.id}: the shortest {self._output.name} answer takes more than {budget} tokens "
+                             f"(output budget {'min(max_tokens, context room)' if budget == room else 'max_tokens'}); "
+                             "raise max_tokens or shorten the prompt")
+        processor = self._backend.processor(self._output, max_tokens=budget)
+        sampling = {k: hints[k] for k in _SAMPLING_HINTS if k in hints}
+        params = SamplingParams(**{"temperature": 0.0, **sampling}, max_tokens=budget, logits_processors=(processor,))
+        output_ids: list[int] = []
+        async for out in model.async_engine().generate(ids, params):
+            output_ids += out.token_ids
+        if processor.rejected_token is not None:
+            raise ServiceError(f"{self.id}: the sampler produced token {processor.rejected_token}, which the "
+                               "grammar forbids (another logits edit overrode the mask)")
+        text = model.detokenize(output_ids)
+        content = self._output.parse(text)
+        info = GenerationInfo(self._output.name, self.id, time.perf_counter() - started,
+                              UsageInfo(input_tokens=len(ids), output_tokens=len(output_ids)))
+        return SchematicGenerationResult(content, info)
+
+
+class LocalEmbedder(Embedder):
+    """The model's own ``embed`` (sentence-embedding models such as all-MiniLM-L6-v2), or mean-pooled
+    normalized final hidden states for causal LMs; batched, in a worker thread."""
+
+    def __init__(self, service: LocalModelService, model):
+        self.service = service
+        self._model = model
+        self._dimensions: int | None = None
+
+    @property
+    def id(self) -> str:
+        return self.service.model_id
+
+    @property
+    def max_tokens(self) -> int:
+        engine = getattr(self._model.plugin, "engine", None)
+        return engine.max_model_len if engine is not None else int(getattr(self._model.plugin, "max_seq_len", 512))
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return LocalTokenizer(self._model)
+
+    @property
+    def dimensions(self) -> int:
+        if self._dimensions is None:
+            config = getattr(getattr(self._model.plugin, "model", None), "config", None)
+            hidden = getattr(config, "hidden_size", None)
+            if hidden is None:  # no config to read: one embedding says
+                hidden = len(self._embed_sync(["dimension probe"])[0])
+            self._dimensions = int(hidden)
+        return self._dimensions
+
+    def _embed_sync(self, texts: list[str]):
+        if getattr(self._model.plugin, "embed", None) is not None:
+            return self._model.embed(texts)
+        from .pooled_embeddings import mean_pooled_embeddings
+
+        return mean_pooled_embeddings(self._model, texts)
+
+    async def embed(self, texts: Sequence[str], hints: Mapping[str, Any] | None = None) -> EmbeddingResult:
+        if isinstance(texts, str):
+            raise TypeError("embed takes a list of texts, got one str (wrap it in a list)")
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("embed takes a list of str")
+        if not texts:
+            return EmbeddingResult([])
+        vectors = await asyncio.to_thread(self._embed_sync, texts)
+        self._dimensions = int(vectors.shape[1])
+        return EmbeddingResult(vectors.float().tolist())
+
+
+class LlamaService(LocalModelService):
+    family = ModelType.LLAMA
+
+
+class DeepSeekService(LocalModelService):
+    family = ModelType.DEEPSEEK
+
+
+class MistralService(LocalModelService):
+    family = ModelType.MISTRAL
+
+
+class QwenService(LocalModelService):
+    family = ModelType.QWEN
+
+
+SERVICE_FOR_FAMILY: dict[ModelType, type[LocalModelService]] = {
+    ModelType.LLAMA: LlamaService, ModelType.DEEPSEEK: DeepSeekService, ModelType.MISTRAL: MistralService,
+    ModelType.QWEN: QwenService,
+}
+
+
+def local_service(model_manager, model_id: str, logger: logging.Logger | None = None, **options: Any
+                  ) -> LocalModelService:
+    """The named service class for the model's family (``LocalModelService`` for the others)."""
+    info = lookup_model(model_manager, model_id)
+    cls = SERVICE_FOR_FAMILY.get(ModelType(info.family), LocalModelService)
+    return cls(model_manager, model_id, logger, **options)
+
+
+__all__ = ["DeepSeekService", "LlamaService", "LocalEmbedder", "LocalModelService", "LocalSchematicGenerator",
+           "LocalTokenizer", "MistralService", "QwenService", "UnknownModelError", "local_service", "lookup_model"]

@@ -1,0 +1,296 @@
+"""JSON-schema constrained decoding with xgrammar: schema -> compiled grammar -> per-request logits processor.
+
+``GrammarBackend.for_model(model)`` builds xgrammar's ``TokenizerInfo`` once per loaded model from our
+``Tokenizer`` (vocabulary strings, byte encoding detected from the vocabulary, special tokens blanked so
+the grammar never emits a token that detokenizing would drop) and caches compiled grammars per schema.
+``backend.processor(schema, max_tokens)`` returns a fresh :class:`GrammarLogitsProcessor` for one request:
+an ``inference_pio.engine.SamplingParams`` logits processor that masks every token the grammar forbids
+and, once the JSON is complete, allows only the stop tokens, so the engine ends the request there.
+
+A token budget (``max_tokens``) makes the output complete within it: when the shortest way to finish the
+JSON from the current state (estimated by playing the preferred closing tokens on a forked matcher)
+no longer fits comfortably in the tokens left, the processor forces those closing tokens. Without it a
+random-weight model writes strings that never close.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from .schemas import OutputSchema, SchemaError
+
+# Tokens that close or shorten the JSON fastest, most preferred first (the stop token beats them all).
+# The quote leads: inside a string "}" is just a character, and outside one a quote opens at most "".
+# The comma beats digits: inside a number a digit only lengthens it.
+_CLOSING_PIECES = ('"', "}", "]", ",", "0", "false", "null", ":", "{", "[", "a")
+# Check the closing distance every this many tokens while far from the budget's end.
+_CHECK_EVERY = 8
+# Keep this many tokens in reserve beyond the estimated closing distance.
+_SLACK = 4
+
+
+def _xgrammar():
+    try:
+        import xgrammar
+    except ImportError:
+        raise ImportError("constrained JSON generation needs xgrammar (pip install xgrammar)") from None
+    return xgrammar
+
+
+def _vocab_type(xgr, tokens: list[str]):
+    """Byte encoding of the vocabulary, judged from the vocabulary itself (as xgrammar does for HF tokenizers)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    present = set(tokens)
+    if sum(f"<0x{b:02X}>" in present for b in range(256)) >= 128:
+        return xgr.VocabType.BYTE_FALLBACK
+    alphabet = set(ByteLevel.alphabet())
+    if sum(c in present for c in alphabet) >= 128:
+        nonempty = [t for t in tokens if t]
+        if sum(all(c in alphabet for c in t) for t in nonempty) >= 0.99 * len(nonempty):
+            return xgr.VocabType.BYTE_LEVEL
+    return xgr.VocabType.RAW
+
+
+# Lead bytes whose second byte is restricted in UTF-8 (overlongs, surrogates, > U+10FFFF): the bad ranges.
+_BAD_SECOND = {0xE0: range(0x80, 0xA0), 0xED: range(0xA0, 0xC0), 0xF0: range(0x80, 0x90), 0xF4: range(0x90, 0xC0)}
+
+
+def _clean_bytes(piece: bytes) -> bool:
+    """No control byte, no byte that never occurs in UTF-8, no forbidden (lead, second byte) pair."""
+    if any(b < 0x20 or b in (0xC0, 0xC1) or b >= 0xF5 for b in piece):
+        return False
+    return not any(piece[i + 1] in _BAD_SECOND.get(piece[i], ()) for i in range(len(piece) - 1))
+
+
+def tokenizer_info(tokenizer, vocab_size: int):
+    """xgrammar ``TokenizerInfo`` for our :class:`inference_pio.tokenizer.Tokenizer` and a model vocabulary
+    of ``vocab_size`` logits, for compact JSON grammars: ids the tokenizer lacks, special tokens and tokens
+    holding control bytes are never allowed."""
+    xgr = _xgrammar()
+    size = min(tokenizer.vocab_size, vocab_size)
+    tokens = [tokenizer.id_to_token(i) or "" for i in range(size)]
+    for i, token in enumerate(tokens):
+        # A special token vanishes from skip_special_tokens text: the grammar must never count on it.
+        if token and tokenizer.decode([i], skip_special_tokens=True) == "" \
+                and tokenizer.decode([i], skip_special_tokens=False) != "":
+            tokens[i] = ""
+    vocab_type = _vocab_type(xgr, tokens)
+    first = tokenizer.encode("a", add_special_tokens=False)
+    first_piece = tokenizer.id_to_token(first[0]) if first else ""
+    stop = [t for t in tokenizer.eos_token_ids if t < vocab_size]
+    if not stop:
+        raise ValueError("constrained generation needs an end-of-sequence token, and this tokenizer names none "
+                         "(eos_token in tokenizer_config.json or eos_token_id in config.json)")
+    prefix_space = bool(first_piece) and first_piece[0] in "▁Ġ"
+    info = xgr.TokenizerInfo(tokens, vocab_type, vocab_size=vocab_size, stop_token_ids=stop,
+                             add_prefix_space=prefix_space)
+    # Compact JSON never needs a raw control byte (escapes are plain characters), yet xgrammar's string
+    # rule admits some (\x12 inside a string); nor bytes that are invalid UTF-8, which xgrammar's code-point
+    # ranges also admit (UTF-8-encoded surrogates: detokenizing turns them into several U+FFFD, breaking
+    # maxLength). Drop the tokens that carry either; pairs split across tokens are masked per step.
+    bad = [i for i, piece in enumerate(info.decoded_vocab[:size]) if tokens[i] and not _clean_bytes(piece)]
+    if not bad:
+        return info
+    for i in bad:
+        tokens[i] = ""
+    return xgr.TokenizerInfo(tokens, vocab_type, vocab_size=vocab_size, stop_token_ids=stop,
+                             add_prefix_space=prefix_space)
+
+
+class GrammarBackend:
+    """Compiled grammars for one model's vocabulary (thread-safe; LRU of ``cache_size`` schemas)."""
+
+    _per_model: "weakref.WeakKeyDictionary[Any, GrammarBackend]" = weakref.WeakKeyDictionary()
+    _per_model_lock = threading.Lock()
+
+    def __init__(self, tokenizer, vocab_size: int, cache_size: int = 64):
+        xgr = _xgrammar()
+        self.info = tokenizer_info(tokenizer, vocab_size)
+        self.vocab_size = vocab_size
+        self.stop_token_ids = tuple(self.info.stop_token_ids)
+        self._compiler = xgr.GrammarCompiler(self.info, cache_enabled=False)  # our own LRU below
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.closing_token_ids = self._closing_token_ids(tokenizer)
+        self._utf8_tables()
+
+    def _utf8_tables(self) -> None:
+        """Per restricted lead byte, the bitmask words and keep-masks that drop tokens starting with a byte the
+        lead forbids next; and each token's last byte when it is such a lead."""
+        pieces = self.info.decoded_vocab
+        words = (self.vocab_size + 31) // 32
+        self.lead_at_end: dict[int, int] = {}
+        self.after_lead: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        drop = {lead: np.zeros(words * 32, dtype=bool) for lead in _BAD_SECOND}
+        for i, piece in enumerate(pieces[:self.vocab_size]):
+            if not piece or i in self.stop_token_ids:
+                continue
+            if piece[-1] in _BAD_SECOND:
+                self.lead_at_end[i] = piece[-1]
+            for lead, second in _BAD_SECOND.items():
+                if piece[0] in second:
+                    drop[lead][i] = True
+        for lead, flags in drop.items():
+            packed = np.packbits(flags, bitorder="little").view(np.uint32)
+            hit = np.flatnonzero(packed)
+            self.after_lead[lead] = (hit, ~packed[hit])
+
+    def mask_after(self, bits: np.ndarray, lead: int | None) -> None:
+        """Clears, in the bitmask ``bits`` (uint32 view), the tokens that cannot follow the byte ``lead``."""
+        if lead is not None:
+            hit, keep = self.after_lead[lead]
+            bits[hit] &= keep
+
+    @classmethod
+    def for_model(cls, model) -> "GrammarBackend":
+        """The backend of a loaded ``inference_pio.Model`` (built on first use, then shared)."""
+        with cls._per_model_lock:
+            backend = cls._per_model.get(model)
+            if backend is None:
+                tokenizer = getattr(model.plugin, "tokenizer", None)
+                if tokenizer is None:
+                    raise ValueError("constrained generation needs the model's tokenizer, and this model has none")
+                backend = cls._per_model[model] = cls(tokenizer, model.vocab_size)
+            return backend
+
+    def _closing_token_ids(self, tokenizer) -> list[int]:
+        ids = []
+        for piece in _CLOSING_PIECES:
+            encoded = tokenizer.encode(piece, add_special_tokens=False)
+            if len(encoded) == 1 and encoded[0] < self.vocab_size and tokenizer.decode(encoded) == piece:
+                ids.append(encoded[0])
+        return ids
+
+    def compile(self, schema: Any):
+        """``CompiledGrammar`` for ``schema`` (anything :meth:`OutputSchema.of` takes); SchemaError when
+        xgrammar cannot compile it."""
+        out = OutputSchema.of(schema)
+        key = out.key
+        with self._lock:
+            compiled = self._cache.get(key)
+            if compiled is not None:
+                self._cache.move_to_end(key)
+                return compiled
+        try:
+            # Compact JSON: free whitespace would let a weak model spend its whole budget on spaces.
+            compiled = self._compiler.compile_json_schema(key, any_whitespace=False)
+        except RuntimeError as e:
+            message = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+            raise SchemaError(f"cannot compile JSON schema {out.name!r} into a grammar: {message}") from None
+        with self._lock:
+            self._cache[key] = compiled
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def processor(self, schema: Any, max_tokens: int | None = None) -> "GrammarLogitsProcessor":
+        """A fresh processor (one per request: it holds the matcher state)."""
+        return GrammarLogitsProcessor(self.compile(schema), self, max_tokens)
+
+    def min_tokens(self, schema: Any, limit: int = 4096) -> int:
+        """Tokens (EOS included) of the shortest output the closing path finds for ``schema`` (``limit`` if
+        more): a budget below it cannot hold a valid answer."""
+        return self.processor(schema)._closing_distance(limit)
+
+
+class GrammarLogitsProcessor:
+    """``f(output_token_ids, logits[vocab] float32)``: masks what the grammar forbids, in place.
+
+    Called by the engine before each sampled token with the request's output so far; it first feeds
+    the tokens sampled since the last call to the matcher. Never raises on the engine thread: a token
+    the grammar rejects (only possible if something else edited the logits) ends the request.
+    """
+
+    def __init__(self, compiled, backend: GrammarBackend, max_tokens: int | None = None):
+        xgr = _xgrammar()
+        self._xgr = xgr
+        self.backend = backend
+        self.matcher = xgr.GrammarMatcher(compiled)
+        self.max_tokens = max_tokens
+        self._bitmask = xgr.allocate_token_bitmask(1, backend.vocab_size)
+        self._bits = self._bitmask.numpy()[0].view(np.uint32)
+        self._fed = 0
+        self._lead: int | None = None  # the output's last byte when it is a restricted UTF-8 lead byte
+        self._closing = False
+        self._check_at = max_tokens or 0
+        self.rejected_token: int | None = None
+
+    def __call__(self, output_token_ids: list[int], logits: torch.Tensor) -> None:
+        for token in output_token_ids[self._fed:]:
+            if self.rejected_token is None and not self.matcher.is_terminated() \
+                    and not self.matcher.accept_token(token):
+                self.rejected_token = token
+            self._lead = self.backend.lead_at_end.get(token)
+        self._fed = len(output_token_ids)
+        if self.rejected_token is not None or self.matcher.is_terminated():
+            return self._force(logits, self.backend.stop_token_ids[0])
+        self.matcher.fill_next_token_bitmask(self._bitmask)
+        self.backend.mask_after(self._bits, self._lead)
+        if self.max_tokens is not None:
+            forced = self._closing_token(self.max_tokens - len(output_token_ids))
+            if forced is not None:
+                return self._force(logits, forced)
+        self._xgr.apply_token_bitmask_inplace(logits.view(1, -1), self._bitmask.to(logits.device, non_blocking=True),
+                                              vocab_size=self.backend.vocab_size)
+
+    # ----- finishing within the budget -----
+
+    def _closing_token(self, remaining: int) -> int | None:
+        """The token to force now, or None to let the model choose among the allowed ones."""
+        if not self._closing and remaining <= self._check_at:
+            distance = self._closing_distance(remaining)
+            self._closing = distance + _SLACK >= remaining
+            # Far from the end, look again in a few tokens; nearer, every token (the distance may jump
+            # when the model opens an object with required keys).
+            far = remaining > 4 * (distance + _SLACK) + 32
+            self._check_at = remaining - (_CHECK_EVERY if far else 1)
+        return self._closing_choice(self._bits) if self._closing else None
+
+    def _closing_choice(self, bits: np.ndarray) -> int | None:
+        """Stop if allowed, else the first allowed closing piece, else the lowest allowed id (None: nothing)."""
+        for token in self.backend.stop_token_ids:
+            if bits[token >> 5] >> np.uint32(token & 31) & 1:
+                return token
+        for token in self.backend.closing_token_ids:
+            if bits[token >> 5] >> np.uint32(token & 31) & 1:
+                return token
+        allowed = np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little")[:self.backend.vocab_size])
+        return int(allowed[0]) if allowed.size else None
+
+    def _closing_distance(self, limit: int) -> int:
+        """Tokens (stop included) that forcing closing choices takes to finish the JSON; ``limit`` if more.
+
+        The forced path from a matcher state is deterministic, so once closing starts the output follows
+        exactly the path measured here.
+        """
+        matcher = self.matcher.fork()
+        bitmask = self._xgr.allocate_token_bitmask(1, self.backend.vocab_size)
+        bits = bitmask.numpy()[0].view(np.uint32)
+        lead = self._lead
+        for steps in range(1, limit + 1):
+            matcher.fill_next_token_bitmask(bitmask)
+            self.backend.mask_after(bits, lead)
+            token = self._closing_choice(bits)
+            if token is None or token in self.backend.stop_token_ids:
+                return steps
+            if not matcher.accept_token(token):
+                return limit
+            lead = self.backend.lead_at_end.get(token)
+        return limit
+
+    @staticmethod
+    def _force(logits: torch.Tensor, token: int) -> None:
+        logits.fill_(float("-inf"))
+        logits[token] = 0.0
+
+
+__all__ = ["GrammarBackend", "GrammarLogitsProcessor", "tokenizer_info"]
