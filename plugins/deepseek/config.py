@@ -52,6 +52,7 @@ class DeepSeekConfig(BaseConfig):
     num_experts_per_tok: int | None = 6
     routed_scaling_factor: float = 1.0
     topk_method: str | None = "greedy"
+    scoring_func: str | None = None
     n_group: int | None = None
     topk_group: int | None = None
     norm_topk_prob: bool | None = False
@@ -99,6 +100,9 @@ class DeepSeekConfig(BaseConfig):
         if not self.num_experts_per_tok or self.num_experts_per_tok > self.n_routed_experts:
             raise ConfigError(f"{name}.num_experts_per_tok must be in [1, n_routed_experts={self.n_routed_experts}], "
                               f"got {self.num_experts_per_tok}")
+        scoring = "sigmoid" if self.is_v3 else "softmax"
+        if self.scoring_func not in (None, scoring):  # the original configs name it; transformers assumes it
+            raise ConfigError(f"{name}.scoring_func must be {scoring!r} for {self.model_type}, got {self.scoring_func!r}")
         if self.model_type == "deepseek_v2" and self.topk_method not in V2_TOPK_METHODS:
             raise ConfigError(f"{name}.topk_method must be one of {', '.join(V2_TOPK_METHODS)} for DeepSeek-V2, "
                               f"got {self.topk_method!r}")

@@ -12,6 +12,7 @@ from inference_pio.models.families import detect_family
 from inference_pio.models.types import ModelType
 from inference_pio.plugin import ConfigError, PluginManager
 from inference_pio.plugins.deepseek import DeepSeek_Plugin, DeepSeekConfig
+from inference_pio.plugins.deepseek.attention import kernels_support
 from inference_pio.weights import WeightLoadError
 from tests.llama.checkpoints import write_checkpoint
 
@@ -86,6 +87,7 @@ def test_moe_layer_freq_and_first_dense_layers():
     ({"quantization_config": {"quant_method": "fp8"}}, "quantized checkpoints .*'fp8'"),
     ({"hidden_act": "gelu"}, "hidden_act must be 'silu'"),
     ({"topk_method": "noaux_tc"}, "topk_method must be one of greedy, group_limited_greedy"),
+    ({"scoring_func": "sigmoid"}, "scoring_func must be 'softmax' for deepseek_v2"),
     ({"topk_method": "group_limited_greedy", "n_group": 3, "topk_group": 1}, "multiple of n_group"),
     ({"num_experts_per_tok": 9}, r"num_experts_per_tok must be in \[1, n_routed_experts=8\]"),
 ])
@@ -145,3 +147,22 @@ def test_config_json_rope_scaling_of_the_original_checkpoints():
     mscale = 0.1 * 0.707 * torch.log(torch.tensor(40.0)).item() + 1.0
     assert cfg.softmax_scale == pytest.approx((16 + 16) ** -0.5 * mscale ** 2)
     assert cfg.rope_scaling["type"] == "yarn" and cfg.rope_theta == 10000.0  # kept for the rotary cache
+
+
+def test_deepseek_v2_lite_config_json():
+    """The shape of DeepSeek-V2-Lite's own config.json (keys transformers does not know included)."""
+    cfg = DeepSeekConfig.from_pretrained_config({
+        "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "torch_dtype": "bfloat16",
+        "vocab_size": 102400, "hidden_size": 2048, "intermediate_size": 10944, "moe_intermediate_size": 1408,
+        "num_hidden_layers": 27, "num_attention_heads": 16, "num_key_value_heads": 16, "q_lora_rank": None,
+        "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+        "n_routed_experts": 64, "n_shared_experts": 2, "num_experts_per_tok": 6, "topk_method": "greedy",
+        "scoring_func": "softmax", "norm_topk_prob": False, "routed_scaling_factor": 1.0, "moe_layer_freq": 1,
+        "first_k_dense_replace": 1, "aux_loss_alpha": 0.001, "seq_aux": True, "max_position_embeddings": 163840,
+        "rope_theta": 10000, "rope_scaling": {"type": "yarn", "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707,
+                                              "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1},
+        "rms_norm_eps": 1e-06, "bos_token_id": 100000, "eos_token_id": 100001, "tie_word_embeddings": False})
+    assert cfg.dtype == "bfloat16" and cfg.q_lora_rank is None and cfg.latent_dim == 576
+    assert [cfg.is_moe_layer(i) for i in (0, 1, 26)] == [False, True, True]
+    assert cfg.eos_token_ids == (100001,) and not cfg.rope_is_neox
+    assert not kernels_support(cfg.latent_dim)  # 576-dim rows: the torch attention path
