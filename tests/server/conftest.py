@@ -46,7 +46,7 @@ def server(checkpoint):
            "--api-key", API_KEY, "--dtype", "float32", "--max-seq-len", "256", "--log-level", "warning"]
     embedder = minilm_folder()
     if embedder is not None:
-        cmd += ["--embedding-model", str(embedder)]
+        cmd += ["--embedding-model", str(embedder), "--embedding-name", EMBEDDER]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"

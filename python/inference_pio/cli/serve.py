@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(None, "--name", help="Model name clients send (default: from MODEL)."),
         embedding_model: str = typer.Option(None, "--embedding-model",
                                             help="Checkpoint serving /v1/embeddings (a sentence-embedding model)."),
+        embedding_name: str = typer.Option(None, "--embedding-name",
+                                           help="Embedding model name clients send (default: its folder's name)."),
         api_key: str = typer.Option(None, "--api-key", envvar="PIO_API_KEY",
                                     help="Require 'Authorization: Bearer KEY' (or set PIO_API_KEY)."),
         max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most requests decoded together."),
@@ -37,7 +39,7 @@ def register(app: typer.Typer) -> None:
         embedder = None
         if embedding_model:
             emb = open_model(embedding_model)
-            embedder = ServedModel(os.path.basename(os.path.normpath(embedding_model)), emb)
+            embedder = ServedModel(embedding_name or os.path.basename(os.path.normpath(embedding_model)), emb)
         app = create_app(ServerState(generator, embedder, api_key))
         err_console.print(f"serving [bold]{generator.name}[/] on http://{host}:{port}/v1", highlight=False)
         uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 
+import anyio
 from fastapi.responses import StreamingResponse
 
 
@@ -23,9 +24,12 @@ def sse_response(chunks: AsyncIterator[str], on_cancel: Callable[[], None] | Non
             yield "data: [DONE]\n\n"
             finished = True
         finally:
-            await chunks.aclose()
             if not finished and on_cancel is not None:
                 on_cancel()
+            # The response task is being cancelled (anyio re-raises at every await there): shield the
+            # close, which aborts the request in the engine and frees its KV blocks.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
