@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inference_pio.cli import app, main
+from inference_pio.cli._console import console
 from tests.models.builders import layout_ollama_model, write_checkpoint, write_gguf
 from tests.models.servers import ollama_registry
 
@@ -20,7 +21,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("INFERENCE_PIO_PROGRESS", "0")
-    monkeypatch.setenv("COLUMNS", "200")  # rich tables keep whole ids
+    monkeypatch.setattr(console, "width", 200)  # whole rows, whatever the terminal the tests run in
     monkeypatch.delenv("INFERENCE_PIO_OLLAMA_REGISTRY", raising=False)
     return tmp_path
 
@@ -45,7 +46,7 @@ def test_import_list_show_rm(env):
 
     shown = invoke("show", "local/llama/tiny-chat").output
     assert str(env / "tiny-chat.gguf") in shown and "generation, chat, embeddings" in shown
-    assert "Q4_1" in shown and "Llama" in shown
+    assert "Q4_1" in shown and "Llama" in shown and "owned" in shown
     assert "local/qwen/small" in invoke("show", "small").output  # a bare name works when unique
 
     assert "removed local/llama/tiny-chat" in invoke("rm", "local/llama/tiny-chat", "--yes").output

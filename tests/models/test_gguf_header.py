@@ -6,12 +6,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-
-from inference_pio.models.sources.gguf_header import GGUFHeaderError, read_gguf_header  # noqa: E402
+from inference_pio.models.sources.gguf_header import GGUFHeaderError, read_gguf_header
 
 
 def _write_varied(path: Path, endianess) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from ._console import console
 
@@ -48,7 +48,8 @@ def list_models(
 ) -> int:
     manager = _manager()
     models = manager.list_models(family)
-    table = Table("id", "format", "weights", "size", "params", "source")
+    table = Table("format", "weights", "size", "params", "source")
+    table.columns.insert(0, Column("id", no_wrap=True))  # ids are typed back in: never wrapped
     for m in models:
         table.add_row(m.id, m.format.value, m.quantization or m.dtype or "-", _size(m.size_bytes),
                       _params(m.parameter_count), m.source.value)
@@ -65,7 +66,7 @@ def show(model_id: str) -> int:
     info = catalogued_model(model_id)
     table = Table(show_header=False)
     for field in ("id", "name", "family", "source", "format", "path", "size_bytes", "parameter_count", "dtype",
-                  "quantization", "capabilities", "plugin"):
+                  "quantization", "capabilities", "plugin", "owned", "origin"):
         value = getattr(info, field, None)
         value = getattr(value, "value", value)
         table.add_row(field, ", ".join(value) if isinstance(value, tuple) else str(value))

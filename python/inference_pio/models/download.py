@@ -75,7 +75,7 @@ def download_file(client, url: str, dest: Path, *, size: int | None = None, sha2
     # would let a third one take a fresh lock and write the same partial file at the same time.
     with file_lock(dest.parent / ".locks" / f"{dest.name}.lock"):
         if dest.exists():  # another process finished it while we waited, or an earlier run did
-            verify_file(dest, size=size, what=url)
+            verify_file(dest, size=size, sha256=sha256, progress=progress, what=f"{dest} (from {url})")
             return dest
         offset = partial.stat().st_size if partial.exists() else 0
         if size is not None and offset > size:

@@ -173,7 +173,7 @@ class LocalModelManager:
                 return self._download_gguf(model_name, name, sha256, progress)
             if kind is ModelSource.GGUF:
                 return describe_gguf(Path(model_name).expanduser().resolve(), name=name)
-            return describe_custom(Path(model_name).expanduser(), plugin=plugin, name=name)
+            return describe_custom(Path(model_name).expanduser().resolve(), plugin=plugin, name=name)
 
     def _download_gguf(self, url: str, name: str | None, sha256: str | None,
                        progress: TransferProgress) -> FoundModel:
