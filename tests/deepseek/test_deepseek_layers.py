@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from inference_pio.engine.latent_kv_cache import LatentKVCache
+from inference_pio.ops import _dispatch
 from inference_pio.ops.prefill_attention import prefill_attention_reference
 from inference_pio.plugins.deepseek import DeepSeekConfig
 from inference_pio.plugins.deepseek.attention import latent_attention_torch, paged_latent_attention
@@ -65,9 +66,16 @@ def _filled_cache(lens, dim, block, dtype, gen):
     return cache
 
 
-@pytest.mark.parametrize("dim,use_kernels", [(48, True), (48, False), (44, False)])
+_TRITON = _dispatch.backend_runs_on("triton", torch.device("cpu"))  # None where it runs (TRITON_INTERPRET=1)
+
+
+@pytest.mark.parametrize("dim,use_kernels,backend", [
+    (48, True, None), (48, False, None), (44, False, None),
+    pytest.param(48, True, "triton", marks=pytest.mark.skipif(_TRITON is not None, reason=str(_TRITON))),
+])
 @pytest.mark.parametrize("step", ["prefill", "chunk", "decode"])
-def test_paged_latent_attention_matches_reference(dim, use_kernels, step):
+def test_paged_latent_attention_matches_reference(dim, use_kernels, backend, step):
+    """The cache passed as its own value cache works on every kernel (and on the torch path)."""
     gen = torch.Generator().manual_seed(1)
     lens, block, heads, scale = [37, 5, 18], 16, 4, 0.3
     cache = _filled_cache(lens, dim, block, torch.float32, gen)
@@ -75,7 +83,8 @@ def test_paged_latent_attention_matches_reference(dim, use_kernels, step):
     meta = cache.build_metadata(list(range(len(lens))), query_lens)
     query = torch.randn(sum(query_lens), heads, dim, generator=gen)
     out = torch.full_like(query, float("nan"))
-    paged_latent_attention(query, cache.key_caches[0], meta, scale, out, use_kernels)
+    with _dispatch.use_backend(backend):
+        paged_latent_attention(query, cache.key_caches[0], meta, scale, out, use_kernels)
     c = cache.key_caches[0]
     expected = prefill_attention_reference(query, c, c, meta.cu_seqlens_q, meta.cu_seqlens_k, True, scale,
                                            block_tables=meta.block_tables)
