@@ -13,6 +13,7 @@ connection, timeout) surface as :class:`RemoteServiceError` naming the model and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -75,7 +76,24 @@ class OpenAIRemoteService(NLPService):
             from openai import AsyncOpenAI
         except ImportError:
             raise ImportError("the OpenAI-compatible service needs the openai package (pip install openai)") from None
-        self.client = AsyncOpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self._client_options = {"base_url": self.base_url, "api_key": api_key, "timeout": timeout,
+                                "max_retries": max_retries}
+        self._client_class = AsyncOpenAI
+        self._client = None
+        self._client_loop = None
+
+    @property
+    def client(self):
+        """The ``AsyncOpenAI`` client of the running event loop (its connection pool belongs to one loop, so a
+        service used from another loop, e.g. successive ``asyncio.run`` calls, gets a fresh client)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._client is None or (loop is not None and loop is not self._client_loop):
+            self._client = self._client_class(**self._client_options)
+            self._client_loop = loop
+        return self._client
 
     @property
     def model_id(self) -> str:
@@ -95,7 +113,10 @@ class OpenAIRemoteService(NLPService):
         return CharacterEstimatingTokenizer()
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            if self._client_loop is None or self._client_loop is asyncio.get_running_loop():
+                await client.close()
 
     async def call(self, what: str, request):
         """Awaits an ``openai`` request coroutine, turning the client's errors into RemoteServiceError."""
