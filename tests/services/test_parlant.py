@@ -1,0 +1,72 @@
+"""The Parlant adapter against the installed parlant package's own interfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import pytest
+
+parlant_nlp = pytest.importorskip("parlant.core.nlp.service", reason="parlant is an optional extra (pip install parlant)")
+
+from parlant.core.common import DefaultBaseModel  # noqa: E402
+from parlant.core.nlp.embedding import Embedder, EmbeddingResult  # noqa: E402
+from parlant.core.nlp.generation import SchematicGenerationResult, SchematicGenerator  # noqa: E402
+from parlant.core.nlp.generation_info import GenerationInfo  # noqa: E402
+from parlant.core.nlp.moderation import ModerationCheck, ModerationService  # noqa: E402
+
+from inference_pio.integrations.parlant import ParlantNLPService  # noqa: E402
+from tests.services.conftest import MODEL_ID  # noqa: E402
+
+
+class Verdict(DefaultBaseModel):
+    answer: str
+    sure: bool
+
+
+def abstract_members(cls) -> set[str]:
+    return set(getattr(cls, "__abstractmethods__", ()))
+
+
+def test_every_abstract_member_is_implemented(service):
+    adapter = ParlantNLPService(service)  # instantiating proves no abstract member is left
+    assert isinstance(adapter, parlant_nlp.NLPService)
+    assert abstract_members(parlant_nlp.NLPService) <= {n for n, _ in inspect.getmembers(type(adapter))}
+    assert adapter.supports_streaming is False
+    with pytest.raises(NotImplementedError, match="supports_streaming"):
+        asyncio.run(adapter.get_streaming_text_generator())
+
+
+def test_schematic_generation_through_parlant_types(service):
+    adapter = ParlantNLPService(service)
+
+    async def main():
+        generator = await adapter.get_schematic_generator(Verdict)
+        return generator, await generator.generate("Is Paris in France?", {"temperature": 1.0, "seed": 1})
+
+    generator, result = asyncio.run(main())
+    assert isinstance(generator, SchematicGenerator) and generator.schema is Verdict
+    assert generator.id == MODEL_ID and generator.max_tokens == 1024
+    assert isinstance(result, SchematicGenerationResult) and isinstance(result.content, Verdict)
+    assert isinstance(result.info, GenerationInfo) and result.info.usage.output_tokens > 0
+    assert asyncio.run(generator.tokenizer.estimate_token_count("hello world")) > 0
+
+
+def test_embedder_and_moderation(service):
+    from parlant.core.nlp.moderation import CustomerModerationContext
+
+    adapter = ParlantNLPService(service)
+
+    async def main():
+        embedder = await adapter.get_embedder()
+        assert embedder is await adapter.get_embedder()
+        vectors = await embedder.embed(["hello", "world"])
+        moderation = await adapter.get_moderation_service()
+        check = await moderation.moderate_customer(CustomerModerationContext(session=None, message="hi there"))
+        return embedder, vectors, moderation, check
+
+    embedder, vectors, moderation, check = asyncio.run(main())
+    assert isinstance(embedder, Embedder) and isinstance(vectors, EmbeddingResult)
+    assert len(vectors.vectors) == 2 and len(vectors.vectors[0]) == embedder.dimensions
+    assert isinstance(moderation, ModerationService) and isinstance(check, ModerationCheck)
+    assert set(check.tags) <= {"jailbreak", "harassment", "hate", "illicit", "self-harm", "sexual", "violence"}
