@@ -105,29 +105,28 @@ class LlamaConfig(BaseConfig):
 
     @classmethod
     def from_gguf(cls, source: Any, **overrides: Any) -> "LlamaConfig":
-        """Build from a GGUF file's metadata (``source``: a path or an open ``gguf.GGUFReader``).
+        """Build from a GGUF file's metadata (``source``: a path or an opened ``GGUFFile``).
 
         ``model_path`` is set to the file. Raises ``ConfigError`` for another architecture and for
         what the Llama plugin does not model (partial rotary, per-frequency RoPE factors).
         """
-        from inference_pio.weights.gguf_file import field_value, open_gguf
+        from inference_pio.weights.gguf_file import open_gguf
 
-        reader = source if hasattr(source, "fields") else open_gguf(source)
-        path = str(reader.data.filename)
-        arch = field_value(reader, "general.architecture")
+        gguf = open_gguf(source)
+        path, arch, get = str(gguf.path), gguf.architecture, gguf.get
         if arch not in cls.gguf_architectures:
             raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported by {cls.__name__} "
                               f"(supported: {', '.join(cls.gguf_architectures) or 'none'})")
-        data = {field: field_value(reader, f"{arch}.{key}") for key, field in _GGUF_FIELDS.items()}
+        data = {field: get(f"{arch}.{key}") for key, field in _GGUF_FIELDS.items()}
         data = {k: v for k, v in data.items() if v is not None}
         missing = [f"{arch}.{key}" for key, field in _GGUF_FIELDS.items()
                    if field in _GGUF_REQUIRED and field not in data]
         if missing:
             raise ConfigError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
-        tensors = {t.name: t for t in reader.tensors}
+        tensors = {t.name: t for t in gguf.tensors}
         if "vocab_size" not in data and "token_embd.weight" in tensors:
-            data["vocab_size"] = int(tensors["token_embd.weight"].shape[-1])
-        rotary = field_value(reader, f"{arch}.rope.dimension_count")
+            data["vocab_size"] = tensors["token_embd.weight"].shape[0]
+        rotary = get(f"{arch}.rope.dimension_count")
         head_dim = data.get("head_dim", data["hidden_size"] // data["num_attention_heads"])
         if rotary is not None and rotary != head_dim:
             raise ConfigError(f"{path}: rotary dimension {rotary} differs from head_dim {head_dim}: "
@@ -135,21 +134,21 @@ class LlamaConfig(BaseConfig):
         if "rope_freqs.weight" in tensors:
             raise ConfigError(f"{path}: per-frequency RoPE factors (rope_freqs.weight, Llama 3.1-style long "
                               "context) are not supported yet")
-        scaling = field_value(reader, f"{arch}.rope.scaling.type", "none")
+        scaling = get(f"{arch}.rope.scaling.type", "none")
         if scaling not in ("none", "linear", "yarn"):
             raise ConfigError(f"{path}: rope scaling {scaling!r} is not supported (none, linear, yarn are)")
         if scaling != "none":
             data["rope_scaling"] = {"rope_type": scaling,
-                                    "factor": float(field_value(reader, f"{arch}.rope.scaling.factor", 1.0))}
-            original = field_value(reader, f"{arch}.rope.scaling.original_context_length")
+                                    "factor": float(get(f"{arch}.rope.scaling.factor", 1.0))}
+            original = get(f"{arch}.rope.scaling.original_context_length")
             if original is not None:
                 data["rope_scaling"]["original_max_position_embeddings"] = int(original)
         data.update(
             tie_word_embeddings="output.weight" not in tensors,
             attention_bias="blk.0.attn_q.bias" in tensors, mlp_bias="blk.0.ffn_gate.bias" in tensors,
-            bos_token_id=field_value(reader, "tokenizer.ggml.bos_token_id"),
-            eos_token_id=field_value(reader, "tokenizer.ggml.eos_token_id"),
-            name_or_path=field_value(reader, "general.name", ""), model_path=path,
+            bos_token_id=get("tokenizer.ggml.bos_token_id"),
+            eos_token_id=get("tokenizer.ggml.eos_token_id"),
+            name_or_path=get("general.name", ""), model_path=path,
         )
         data["rms_norm_eps"] = float(data.get("rms_norm_eps", 1e-6))
         return cls.from_dict(data, **overrides)

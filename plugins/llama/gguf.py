@@ -7,8 +7,6 @@ concatenate); a file that mixes types inside a group (Q4_K_M keeps V in Q6_K) ge
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 
@@ -34,13 +32,13 @@ _GROUPS = (("self_attn", ("q_proj", "k_proj", "v_proj"), "qkv_proj"), ("mlp", ("
 
 
 def load_gguf_weights(model: nn.Module, source, device: str | torch.device = "cpu") -> None:
-    """Read the GGUF ``source`` (path or ``GGUFReader``) into ``model`` (a ``LlamaModel`` on meta).
+    """Read the GGUF ``source`` (path or opened ``GGUFFile``) into ``model`` (a ``LlamaModel`` on meta).
 
     Raises ``WeightLoadError`` naming the file and the tensors at fault.
     """
-    reader = open_gguf(source) if isinstance(source, (str, Path)) else source
+    gguf = open_gguf(source)
     cfg = model.config
-    state = load_gguf_state(reader, model.checkpoint_shapes(), dtype=model.compute_dtype, device=device,
+    state = load_gguf_state(gguf, model.checkpoint_shapes(), dtype=model.compute_dtype, device=device,
                             qk_heads=(cfg.num_attention_heads, cfg.num_key_value_heads),
                             tie_word_embeddings=cfg.tie_word_embeddings)
     for i in range(cfg.num_hidden_layers):
@@ -54,7 +52,7 @@ def load_gguf_weights(model: nn.Module, source, device: str | torch.device = "cp
     ours = {name.removeprefix("model."): t for name, t in state.items()}
     state.clear()
     swap_in_quantized(model, ours)
-    model.adopt_hf_state(ours, where=str(reader.data.filename))
+    model.adopt_hf_state(ours, where=str(gguf.path))
 
 
 def _split(model: nn.Module, state: dict, prefix: str, names: tuple[str, ...], fused: str) -> None:

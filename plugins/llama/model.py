@@ -25,6 +25,10 @@ class TokenEmbedding(nn.Embedding):
     def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return torch.index_select(self.weight, 0, ids, out=out) if out is not None else self.weight[ids]
 
+    def reset_parameters(self) -> None:
+        # The weights come from the checkpoint; a random init on the meta device costs seconds of imports.
+        pass
+
 
 class LlamaAttention(nn.Module):
     """Fused qkv projection, RoPE on q/k in place, paged attention, output projection."""
@@ -137,7 +141,7 @@ class LlamaModel(nn.Module):
         self.adopt_hf_state(state, where=str(path))
 
     def load_gguf(self, source, device: str | torch.device = "cpu") -> None:
-        """Read a GGUF file (path or open ``GGUFReader``); quantized matrices stay quantized (see ``gguf.py``)."""
+        """Read a GGUF file (path or opened ``GGUFFile``); quantized matrices stay quantized (see ``gguf.py``)."""
         from .gguf import load_gguf_weights
 
         load_gguf_weights(self, source, device)

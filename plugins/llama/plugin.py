@@ -95,7 +95,7 @@ class Llama_Plugin(TextModelPluginInterface):
         if gguf is not None or is_gguf_file(cfg.model_path):
             gguf = gguf if gguf is not None else open_gguf(cfg.model_path)
             model.load_gguf(gguf, device)
-            if "tokenizer.ggml.tokens" in gguf.fields:
+            if "tokenizer.ggml.tokens" in gguf.metadata:
                 self.tokenizer = Tokenizer.from_gguf(gguf)
         else:
             model.load_weights(cfg.model_path, device)

@@ -181,7 +181,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, source) -> "Tokenizer":
-        """The tokenizer a GGUF file describes in its metadata (``source``: path or open ``GGUFReader``);
+        """The tokenizer a GGUF file describes in its metadata (``source``: path or opened ``GGUFFile``);
         see ``inference_pio.tokenizer_gguf``."""
         from .tokenizer_gguf import tokenizer_from_gguf
 

@@ -42,16 +42,16 @@ PRE_TOKENIZER_SPLITS = {
 
 
 def tokenizer_from_gguf(source) -> Tokenizer:
-    """A :class:`Tokenizer` from a GGUF file's metadata (``source``: a path or an open ``GGUFReader``).
+    """A :class:`Tokenizer` from a GGUF file's metadata (``source``: a path or an opened ``GGUFFile``).
 
     Raises ``ValueError`` naming the file when it has no tokenizer or one of a kind not supported.
     """
-    from .weights.gguf_file import field_value, open_gguf
+    from .weights.gguf_file import open_gguf
 
-    reader = open_gguf(source) if isinstance(source, (str, Path)) else source
-    path = Path(reader.data.filename)
-    meta = {key.removeprefix("tokenizer.ggml."): field_value(reader, key)
-            for key in reader.fields if key.startswith("tokenizer.ggml.")}
+    gguf = open_gguf(source)
+    path = gguf.path
+    meta = {key.removeprefix("tokenizer.ggml."): value
+            for key, value in gguf.metadata.items() if key.startswith("tokenizer.ggml.")}
     if not meta.get("tokens"):
         raise ValueError(f"{path}: the GGUF metadata holds no tokenizer (tokenizer.ggml.tokens)")
     tokens = meta["tokens"]
@@ -61,7 +61,7 @@ def tokenizer_from_gguf(source) -> Tokenizer:
     # llama.cpp stops on end-of-turn / end-of-message tokens as well as EOS.
     stop_ids = [meta[k] for k in ("eos_token_id", "eot_token_id", "eom_token_id") if isinstance(meta.get(k), int)]
     return Tokenizer(backend, path, special, {}, {"eos_token_id": stop_ids, "bos_token_id": meta.get("bos_token_id")},
-                     field_value(reader, "tokenizer.chat_template"))
+                     gguf.get("tokenizer.chat_template"))
 
 
 class _GGUFBackend(_FastBackend):

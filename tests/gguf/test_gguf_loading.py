@@ -56,12 +56,42 @@ def test_truncated_file_names_the_file(f32_gguf, tmp_path):
     for cut in (len(data) * 3 // 5, len(data) - 7):
         path = tmp_path / f"cut{cut}.gguf"
         path.write_bytes(data[:cut])
-        with pytest.raises(WeightLoadError, match=f"{path.name}: cannot be read as GGUF, the file is truncated"):
+        with pytest.raises(WeightLoadError, match=rf"{path.name}: tensor '.*' ends at byte \d+ but the file has "
+                                                  rf"{cut} bytes: the file is truncated"):
             inference_pio.load(path)
     header_only = tmp_path / "header.gguf"
     header_only.write_bytes(data[:60])
-    with pytest.raises(WeightLoadError, match="header.gguf: the GGUF header ends early: the file is truncated"):
+    with pytest.raises(WeightLoadError, match="header.gguf: .* at byte .*truncated"):
         inference_pio.load(header_only)
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightLoadError, match="empty.gguf: not a GGUF file"):
+        inference_pio.load(empty)
+
+
+def test_corrupt_counts_are_errors_not_allocations(f32_gguf, tmp_path):
+    data = bytearray(f32_gguf.read_bytes())
+    data[16:24] = (1 << 60).to_bytes(8, "little")  # metadata count
+    path = tmp_path / "huge-count.gguf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightLoadError, match="huge-count.gguf: metadata count .* runs past the end of the file"):
+        open_gguf(path)
+
+
+def test_reader_agrees_with_the_gguf_package(f32_gguf, tiny_hf, gguf_folder):
+    from gguf import GGUFReader
+
+    path = write_gguf(gguf_folder / "agree.gguf", tiny_hf, qtype="Q4_1", tokenizer="llama")
+    for file in (f32_gguf, path):
+        ours, theirs = open_gguf(file), GGUFReader(file)
+        fields = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+        assert ours.metadata.keys() == fields.keys()
+        for key, value in fields.items():
+            assert ours.metadata[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+        assert [(t.name, t.shape, t.ggml_type) for t in ours.tensors] == \
+            [(t.name, tuple(reversed(t.shape.tolist())), int(t.tensor_type)) for t in theirs.tensors]
+        for mine, reference in zip(ours.tensors, theirs.tensors):
+            assert np.array_equal(ours.data(mine), np.asarray(reference.data).view(np.uint8).reshape(-1))
 
 
 def test_corrupt_magic_names_the_file(f32_gguf, tmp_path):

@@ -14,7 +14,6 @@ quantized Q/K are un-permuted block row by block row, exactly.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ import torch
 from ..quant import SUPPORTED_QTYPES, QuantizedTensor
 from .errors import WeightLoadError
 from .fusion import EMBED_NAME, LM_HEAD_NAME, fuse_into, tie_embeddings
-from .gguf_file import open_gguf
+from .gguf_file import GGUFTensor, open_gguf
 from .safetensors_loader import _check_expected
 
 _TOP_LEVEL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -33,6 +32,7 @@ _PER_LAYER = {
 }
 _LAYER_NAME = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 _DENSE_TYPES = {0: "F32", 1: "F16", 30: "BF16"}  # ggml type ids stored as plain values
+_DENSE_NUMPY = {0: np.float32, 1: np.float16, 30: np.uint16}
 
 
 def hf_tensor_name(gguf_name: str) -> str | None:
@@ -61,7 +61,7 @@ def load_gguf_state(source, expected: dict[str, tuple[int, ...]] | None = None, 
     """Every tensor of a Llama-family GGUF, named like transformers' checkpoint.
 
     Args:
-        source: a path or an open ``gguf.GGUFReader`` (``open_gguf``).
+        source: a path or an opened ``GGUFFile`` (``open_gguf``).
         expected: ``{hf_name: shape}`` the model needs; names and shapes are checked against it
             before any tensor data is read (missing, unexpected, wrong shape: one error for all).
         dtype: dtype of dense (F32/F16/BF16) tensors; quantized ones stay ``QuantizedTensor``.
@@ -72,28 +72,28 @@ def load_gguf_state(source, expected: dict[str, tuple[int, ...]] | None = None, 
     The tensors are copies (the file is not kept mapped). Raises ``WeightLoadError`` naming the
     file and the tensors for unknown names, unsupported quantization types and bad shapes.
     """
-    reader = open_gguf(source) if isinstance(source, (str, Path)) else source
-    where = Path(reader.data.filename)
-    names = {t.name: hf_tensor_name(t.name) for t in reader.tensors}
+    gguf = open_gguf(source)
+    where = gguf.path
+    names = {t.name: hf_tensor_name(t.name) for t in gguf.tensors}
     unknown = sorted(name for name, hf in names.items() if hf is None)
     if unknown:
         raise WeightLoadError(f"{where}: tensors with no place in a Llama-family model: {', '.join(unknown)}")
     if expected is not None:
-        shapes = {names[t.name]: tuple(int(d) for d in reversed(t.shape.tolist())) for t in reader.tensors}
+        shapes = {names[t.name]: t.shape for t in gguf.tensors}
         if tie_word_embeddings and LM_HEAD_NAME not in shapes and EMBED_NAME in shapes:
             shapes[LM_HEAD_NAME] = shapes[EMBED_NAME]
         _check_expected(where, shapes, expected, strict=True)
-    unsupported = [f"{t.name} ({t.tensor_type.name})" for t in reader.tensors
-                   if int(t.tensor_type) not in _DENSE_TYPES and int(t.tensor_type) not in SUPPORTED_QTYPES]
+    unsupported = [f"{t.name} ({_qtype_name(t.ggml_type)})" for t in gguf.tensors
+                   if t.ggml_type not in _DENSE_TYPES and t.ggml_type not in SUPPORTED_QTYPES]
     if unsupported:
         kinds = ", ".join([*_DENSE_TYPES.values(), *(_qtype_name(q) for q in SUPPORTED_QTYPES)])
         raise WeightLoadError(f"{where}: tensor types inference-pio cannot compute with: "
                               f"{', '.join(unsupported)} (supported: {kinds})")
     state = {}
-    for tensor in reader.tensors:
+    for tensor in gguf.tensors:
         hf = names[tensor.name]
         try:
-            state[hf] = _read_tensor(tensor, dtype, device, _qk_heads_of(hf, qk_heads))
+            state[hf] = _read_tensor(gguf.data(tensor), tensor, dtype, device, _qk_heads_of(hf, qk_heads))
         except (ValueError, TypeError) as exc:
             raise WeightLoadError(f"{where}: tensor {tensor.name}: {exc}") from exc
     if tie_word_embeddings:
@@ -129,26 +129,24 @@ def _qk_heads_of(hf_name: str, qk_heads: tuple[int, int] | None) -> int | None:
     return qk_heads[1] if ".self_attn.k_proj." in hf_name else None
 
 
-def _read_tensor(tensor, dtype: torch.dtype, device, heads: int | None) -> torch.Tensor | QuantizedTensor:
-    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))  # ggml lists the fastest axis first
-    qtype = int(tensor.tensor_type)
-    data = np.asarray(tensor.data)
+def _read_tensor(data: np.ndarray, tensor: GGUFTensor, dtype: torch.dtype, device,
+                 heads: int | None) -> torch.Tensor | QuantizedTensor:
+    """``data``: the tensor's bytes (uint8, from the file's memory map)."""
+    shape, qtype = tensor.shape, tensor.ggml_type
     if qtype in _DENSE_TYPES:
-        if qtype == 30 and data.dtype == np.uint8:  # gguf hands BF16 over as raw bytes
-            data = data.view(np.uint16)
-        data = data.reshape(shape)
+        values = data.view(_DENSE_NUMPY[qtype]).reshape(shape)
         if heads is not None:
-            data = unpermute_qk_rows(data, heads)
-        values = torch.from_numpy(np.array(data))  # a writable copy: the mapping stays read-only
-        if qtype == 30:
+            values = unpermute_qk_rows(values, heads)
+        values = torch.from_numpy(np.array(values))  # a writable copy: the map stays read-only
+        if qtype == 30:  # numpy has no bfloat16: the bits travel as uint16
             values = values.view(torch.bfloat16)
         return values.to(device=device, dtype=dtype)
     if len(shape) != 2:
         raise ValueError(f"a quantized tensor must be a matrix, this one has shape {list(shape)}")
+    blocks = data.reshape(shape[0], -1)
     if heads is not None:
-        data = unpermute_qk_rows(data, heads)
-    blocks = torch.from_numpy(np.array(data, dtype=np.uint8, copy=True))  # own memory, writable
-    return QuantizedTensor(blocks.to(device), qtype, shape)
+        blocks = unpermute_qk_rows(blocks, heads)
+    return QuantizedTensor(torch.from_numpy(np.array(blocks)).to(device), qtype, shape)
 
 
 def _qtype_name(qtype: int) -> str:
