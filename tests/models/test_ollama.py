@@ -222,3 +222,14 @@ def test_catalogued_blob_is_recognised_as_gguf_by_the_loader(manager, env, gguf_
     layout_ollama_model(env["ollama"], "loadable", "latest", gguf_bytes)
     info = asyncio.run(manager.download_model("loadable", source="ollama"))
     assert info.path.suffix == "" and is_gguf_file(info.path)
+
+
+def test_oversized_registry_manifest_is_refused(env, tmp_path):
+    store = tmp_path / "huge-registry"
+    path = write_manifest(store, "huge", "latest", {})
+    path.write_bytes(b" " * (2 << 20))
+    with ollama_registry(store) as (url, _):
+        manager = initialized_manager(ollama_registry=url)
+        with pytest.raises(InvalidModelError, match="not an Ollama manifest"):
+            asyncio.run(manager.download_model("huge", source="ollama"))
+    assert manager.catalogue.all() == [] and not (env["home"] / "models").exists()

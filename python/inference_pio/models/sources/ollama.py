@@ -35,6 +35,7 @@ DEFAULT_REGISTRY = "https://registry.ollama.ai"
 REGISTRY_ENV = "INFERENCE_PIO_OLLAMA_REGISTRY"
 MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+MAX_MANIFEST_BYTES = 1 << 20  # real ones are a few hundred bytes
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _DIGEST = re.compile(r"^sha256:([0-9a-f]{64})$")
 
@@ -154,15 +155,8 @@ def pull_from_registry(text: str, *, store: Path, registry: str | None = None, n
         raise InvalidModelError(f"Ollama registry URL {base!r} has no host")
     url = f"{base}/v2/{parsed.namespace}/{parsed.model}/manifests/{parsed.tag}"
     with httpx.Client(timeout=timeout_s, follow_redirects=True) as client:
-        try:
-            response = client.get(url, headers={"Accept": MANIFEST_ACCEPT})
-        except httpx.HTTPError as e:
-            raise DownloadError(f"GET {url} failed ({type(e).__name__}: {e})") from e
-        if response.status_code == 404:
-            raise ModelNotFoundError(f"the Ollama registry {base} has no model {parsed.display!r}")
-        if response.status_code != 200:
-            raise DownloadError(f"GET {url}: HTTP {response.status_code} {response.reason_phrase}")
-        layers, weights = parse_manifest(response.content, url)
+        manifest = _get_manifest(client, url, parsed, base)
+        layers, weights = parse_manifest(manifest, url)
         blob = blob_path(store, weights)
         had_weights = blob.is_file()
         for layer in layers:
@@ -179,9 +173,29 @@ def pull_from_registry(text: str, *, store: Path, registry: str | None = None, n
     target = manifest_path(store, host, parsed)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(response.content)
+    temporary.write_bytes(manifest)
     os.replace(temporary, target)
     return found
+
+
+def _get_manifest(client, url: str, name: OllamaName, base: str) -> bytes:
+    """The manifest's bytes, read no further than ``MAX_MANIFEST_BYTES``."""
+    import httpx
+
+    try:
+        with client.stream("GET", url, headers={"Accept": MANIFEST_ACCEPT}) as response:
+            if response.status_code == 404:
+                raise ModelNotFoundError(f"the Ollama registry {base} has no model {name.display!r}")
+            if response.status_code != 200:
+                raise DownloadError(f"GET {url}: HTTP {response.status_code} {response.reason_phrase}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_MANIFEST_BYTES:
+                    raise InvalidModelError(f"{url}: more than {MAX_MANIFEST_BYTES} bytes is not an Ollama manifest")
+            return bytes(body)
+    except httpx.HTTPError as e:
+        raise DownloadError(f"GET {url} failed ({type(e).__name__}: {e})") from e
 
 
 def forget_blob(store: Path, blob: Path) -> list[Path]:
