@@ -59,9 +59,9 @@ def test_corrupt_gguf_is_refused_and_nothing_catalogued(manager, tmp_path, damag
     data = path.read_bytes()
     path.write_bytes({"wrong magic": b"GGML" + data[4:], "garbage header": data[:8] + b"\xff" * 200,
                       "truncated": data[: len(data) - 100], "empty": b""}[damage])
-    with pytest.raises(InvalidModelError, match="bad.gguf") as error:
+    with pytest.raises(InvalidModelError, match="bad.gguf: ") as error:
         asyncio.run(manager.import_path(path))
-    assert "GGUF" in str(error.value)
+    assert any(word in str(error.value) for word in ("not a GGUF file", "truncated", "corrupt"))
     assert manager.list_models() == []
     assert manager.catalogue.all() == []
 

@@ -1,4 +1,4 @@
-"""A local ``.gguf`` file: its header read with the ``gguf`` package's type tables (``gguf_header``).
+"""A local ``.gguf`` file, described from its header (``inference_pio.weights.gguf_file``).
 
 Family from ``general.architecture``, parameter count from the tensor element counts,
 quantization from the type that holds most matrix elements (embeddings and norms are often
@@ -7,13 +7,13 @@ kept at higher precision, so the majority by elements is what the file "is").
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
 from ..errors import InvalidModelError
 from ..types import ModelFormat, ModelSource
 from .base import FoundModel, capabilities_for, name_from, plugin_for
-from .gguf_header import GGUFHeaderError, GGUFTensorInfo, read_gguf_header
 
 _FLOAT_TYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
@@ -21,40 +21,42 @@ _FLOAT_TYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "
 def describe_gguf(path: str | Path, *, source: ModelSource = ModelSource.GGUF, owned: bool = False,
                   origin: str | None = None, name: str | None = None) -> FoundModel:
     """Read and check the GGUF file ``path``; ``InvalidModelError`` names it when it is not a
-    complete GGUF file (wrong magic, unreadable header, tensor data past the end of the file)."""
+    complete GGUF file (wrong magic, corrupt header, tensor data past the end of the file)."""
+    from ...weights import WeightLoadError
+    from ...weights.gguf_file import open_gguf
+
     path = Path(path)
-    if not path.is_file():
-        raise InvalidModelError(f"{path}: no such GGUF file")
     try:
-        header = read_gguf_header(path)
-    except GGUFHeaderError as e:
-        text = str(e) if "not a GGUF file" in str(e) else f"corrupt GGUF file ({e})"
-        raise InvalidModelError(f"{path}: {text}") from e
-    if not header.tensors:
+        gguf_file = open_gguf(path)
+    except WeightLoadError as e:
+        raise InvalidModelError(str(e)) from e
+    if not gguf_file.tensors:
         raise InvalidModelError(f"{path}: GGUF file holds no tensors")
-    architecture = header.metadata.get("general.architecture")
+    architecture = gguf_file.architecture
     if not isinstance(architecture, str) or not architecture:
         raise InvalidModelError(f"{path}: GGUF file has no general.architecture")
-    dominant = _dominant_matrix_type(header.tensors)
-    chat_template = isinstance(header.metadata.get("tokenizer.chat_template"), str)
+    counts = [(t.ggml_type, len(t.shape), math.prod(t.shape)) for t in gguf_file.tensors]
+    dominant = _dominant_matrix_type(counts)
     return FoundModel(
         path=path, format=ModelFormat.GGUF, source=source, name=name or name_from(path.name),
-        size_bytes=header.file_size, architecture=architecture,
-        parameter_count=sum(t.n_elements for t in header.tensors),
+        size_bytes=path.stat().st_size, architecture=architecture,
+        parameter_count=sum(n for _, _, n in counts),
         dtype=_FLOAT_TYPES.get(dominant), quantization=None if dominant in _FLOAT_TYPES else dominant,
-        capabilities=capabilities_for(architecture, causal="bert" not in architecture, chat_template=chat_template),
+        capabilities=capabilities_for(architecture, causal="bert" not in architecture,
+                                      chat_template=isinstance(gguf_file.get("tokenizer.chat_template"), str)),
         plugin=plugin_for({"model_type": architecture}), owned=owned, origin=origin or str(path),
     )
 
 
-def _dominant_matrix_type(tensors: list[GGUFTensorInfo]) -> str:
+def _dominant_matrix_type(counts: list[tuple[int, int, int]]) -> str:
+    """The ggml type name holding most elements of the matrices (of all tensors when there are none)."""
     import gguf
 
     elements: Counter[int] = Counter()
-    for tensor in tensors:
-        if len(tensor.shape) >= 2:
-            elements[tensor.ggml_type] += tensor.n_elements
+    for kind, n_dims, n_elements in counts:
+        if n_dims >= 2:
+            elements[kind] += n_elements
     if not elements:
-        for tensor in tensors:
-            elements[tensor.ggml_type] += tensor.n_elements
+        for kind, _, n_elements in counts:
+            elements[kind] += n_elements
     return gguf.GGMLQuantizationType(elements.most_common(1)[0][0]).name
