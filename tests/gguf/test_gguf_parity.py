@@ -13,7 +13,7 @@ from inference_pio.layers import QuantizedEmbedding, QuantizedLinear
 from inference_pio.plugins.llama import Llama_Plugin
 from inference_pio.plugins.llama.gguf import RowSplitLinear
 from tests.llama.checkpoints import (
-    assert_greedy_parity, hf_logits, hf_model, load_plugin, random_tokens, teacher_forced_logits,
+    BF16_TOL, assert_greedy_parity, hf_logits, hf_model, load_plugin, random_tokens, teacher_forced_logits,
 )
 
 from .conftest import VOCAB, hf_from_gguf
@@ -81,6 +81,16 @@ def test_quantized_weights_stay_quantized_and_fuse_when_their_types_match(case, 
 def test_greedy_continuation_identical(case, name):
     path, reference = case(name)
     assert_greedy_parity(reference, load_plugin(Llama_Plugin, path), list(range(5, 41)), new_tokens=32)
+
+
+def test_bfloat16_activations_over_quantized_weights(case):
+    """dtype="bfloat16" runs bf16 activations over the same blocks: within bf16 rounding of float32."""
+    path, reference = case("q8_0")
+    plugin = load_plugin(Llama_Plugin, path, dtype="bfloat16")
+    assert plugin.model.compute_dtype == torch.bfloat16
+    tokens = random_tokens(40, seed=2, vocab=VOCAB)
+    torch.testing.assert_close(teacher_forced_logits(plugin, tokens, prompt_len=24), hf_logits(reference, tokens),
+                               **BF16_TOL)
 
 
 def test_f32_gguf_holds_the_original_model(tiny_hf, f32_gguf):
