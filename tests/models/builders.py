@@ -141,3 +141,19 @@ def initialized_manager(**kwargs):
     manager = LocalModelManager(**kwargs)
     asyncio.run(manager.initialize())
     return manager
+
+
+def run_together(target, arg_tuples) -> None:
+    """Run ``target(*args, start)`` in one forked process per tuple (fork: no re-import of torch, the
+    environment inherited), all released at once by the ``start`` event; each must exit cleanly."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    workers = [context.Process(target=target, args=(*args, start)) for args in arg_tuples]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0, f"a worker process exited with {worker.exitcode}"

@@ -3,7 +3,6 @@ at once."""
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 from inference_pio.models import (Catalogue, CatalogueError, ModelExistsError, ModelFormat, ModelInfo, ModelSource,
                                   ModelType, model_home)
 from inference_pio.models.catalogue import SCHEMA_VERSION
+
+from .builders import run_together
 
 
 def _info(i: int, path: str | None = None) -> ModelInfo:
@@ -80,15 +81,7 @@ def _writer(path: str, first: int, count: int, start) -> None:
 
 def test_two_processes_write_at_once(tmp_path):
     path = str(tmp_path / "catalogue.db")
-    context = multiprocessing.get_context("fork")  # no re-import of torch in the children
-    start = context.Event()
-    workers = [context.Process(target=_writer, args=(path, first, 60, start)) for first in (0, 60)]
-    for worker in workers:
-        worker.start()
-    start.set()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    run_together(_writer, [(path, 0, 60), (path, 60, 60)])
     ids = {m.id for m in Catalogue(path).all()}
     assert ids == {f"local/llama/m{i}" for i in range(120) if i % 3}
     with sqlite3.connect(path) as db:

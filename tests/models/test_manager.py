@@ -107,9 +107,9 @@ def test_unknown_source_and_model_type(manager, tmp_path):
 
 @pytest.mark.parametrize("layout, message", [
     ("missing", "no such file or folder"),
-    ("no config", "no config.json"),
+    ("no config", "config.json: no such file"),
     ("pickle only", "pickle checkpoints are refused"),
-    ("bad config", "unreadable config.json"),
+    ("bad config", "config.json: invalid JSON"),
     ("truncated safetensors", "model.safetensors"),
     ("missing shard", "missing shard"),
 ])

@@ -12,8 +12,8 @@ import pytest
 from inference_pio.models import (DigestMismatchError, DownloadError, InvalidModelError, LocalModelManager,
                                   ModelNotFoundError, ModelSource, ModelType, UnsafeManifestError)
 
-from .builders import (MODEL_MEDIA_TYPE, initialized_manager, layout_ollama_model, sha256_hex, visible, write_gguf,
-                       write_manifest)
+from .builders import (MODEL_MEDIA_TYPE, initialized_manager, layout_ollama_model, run_together, sha256_hex, visible,
+                       write_gguf, write_manifest)
 from .servers import ollama_registry
 
 
@@ -191,7 +191,7 @@ def test_registry_url_from_environment(env, registry, monkeypatch):
     assert state.requests
 
 
-def _pull_in_child(url: str, start, results) -> None:
+def _pull_in_child(url: str, results, start) -> None:
     start.wait()
     manager = initialized_manager(ollama_registry=url)
     results.put(asyncio.run(manager.download_model("tiny:1b", source="ollama")).id)
@@ -201,16 +201,9 @@ def test_two_processes_pulling_the_same_model(env, registry, gguf_bytes):
     import multiprocessing
 
     url, state, _ = registry
-    state.pause_s = 0.005
-    context = multiprocessing.get_context("fork")  # children inherit the environment, no re-import
-    start, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_pull_in_child, args=(url, start, results)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    start.set()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    state.pause_s = 0.005  # keeps both transfers in flight at once
+    results = multiprocessing.get_context("fork").Queue()
+    run_together(_pull_in_child, [(url, results), (url, results)])
     assert [results.get(timeout=5), results.get(timeout=5)] == ["local/llama/tiny:1b"] * 2
     [info] = initialized_manager().list_models()
     assert info.path.read_bytes() == gguf_bytes

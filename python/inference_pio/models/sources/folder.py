@@ -18,16 +18,14 @@ _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise InvalidModelError(f"{folder}: not a checkpoint folder (no config.json)")
+    """The folder's config.json as a dict; ``InvalidModelError`` when missing or unreadable."""
+    from ...plugin.config import read_config_json
+    from ...plugin.errors import ConfigError
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidModelError(f"{path}: unreadable config.json ({e})") from e
-    if not isinstance(data, dict):
-        raise InvalidModelError(f"{path}: config.json must hold a JSON object")
-    return data
+        return read_config_json(folder)
+    except ConfigError as e:
+        raise InvalidModelError(str(e)) from e
 
 
 def safetensors_files(folder: Path) -> list[Path]:
