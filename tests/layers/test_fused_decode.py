@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from inference_pio.engine.generate import greedy
-from inference_pio.layers.fused_decode import FUSED_DECODE_ENV, FusedDecoder, FusedDecodeUnsupported
+from inference_pio.layers.fused_decode import (FUSED_DECODE_ENV, FusedDecoder, FusedDecodeUnsupported,
+                                                 forget_fused_decoder, fused_decoder_of)
 from inference_pio.plugins.llama import Llama_Plugin
 from tests.llama.checkpoints import hf_model, load_plugin, random_tokens, write_checkpoint
 
@@ -60,7 +61,7 @@ def fused_and_unfused_decode(plugin, monkeypatch, batch: int, steps: int = DECOD
             out.append(model(ids, pos, meta, cache.key_caches, cache.value_caches).float().clone())
     for seq in seqs:
         cache.free(seq)
-    assert isinstance(model.__dict__.get("_fused_decoder"), FusedDecoder), "the fused path did not run"
+    assert fused_decoder_of(model) is not None, "the fused path did not run"
     return torch.stack(unfused), torch.stack(fused)
 
 
@@ -90,7 +91,7 @@ def test_qkv_bias_tied_head_and_per_layer_sliding_window(biased_folder, monkeypa
     unfused, fused = fused_and_unfused_decode(plugin, monkeypatch, 3)
     assert_float32_close(fused, unfused)
     # The window changed the result (else this test would not test it).
-    plugin.model.__dict__.pop("_fused_decoder")
+    forget_fused_decoder(plugin.model)
     plugin.model.layers[1].self_attn.attn.sliding_window = None
     _, unwindowed = fused_and_unfused_decode(plugin, monkeypatch, 3)
     assert not torch.allclose(unwindowed[-1], fused[-1], rtol=1e-3, atol=1e-3)
@@ -112,7 +113,19 @@ def test_switch_off_never_builds_the_plan(gqa_folder, monkeypatch):
     plugin = load_plugin(Llama_Plugin, gqa_folder)
     monkeypatch.setenv(FUSED_DECODE_ENV, "0")
     plugin.engine.generate([[5, 6, 7]], greedy(3, ignore_eos=True))
-    assert "_fused_decoder" not in plugin.model.__dict__
+    assert fused_decoder_of(plugin.model) is None
+
+
+def test_a_copied_model_builds_its_own_plan(gqa_folder, monkeypatch):
+    plugin = load_plugin(Llama_Plugin, gqa_folder)
+    monkeypatch.setenv(FUSED_DECODE_ENV, "1")
+    [first] = plugin.engine.generate([[5, 6, 7]], greedy(4, ignore_eos=True))
+    clone = copy.deepcopy(plugin.model)  # the plan (views of the original's tensors) is not copied
+    assert fused_decoder_of(plugin.model) is not None and fused_decoder_of(clone) is None
+    plugin.engine.model = clone
+    [second] = plugin.engine.generate([[5, 6, 7]], greedy(4, ignore_eos=True))
+    assert second.output_token_ids == first.output_token_ids
+    assert fused_decoder_of(clone) is not None and fused_decoder_of(clone) is not fused_decoder_of(plugin.model)
 
 
 # ----- bad input -----
@@ -223,3 +236,4 @@ def test_a_prefill_step_is_refused(decode_step):
     meta = cache.build_metadata(["c"], [4])
     with pytest.raises(ValueError, match="needs a decode step"):
         decoder(torch.arange(4), torch.arange(4), meta, cache.key_caches, cache.value_caches)
+

@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 import os
 import warnings
+import weakref
 
 import torch
 import torch.nn as nn
@@ -68,7 +69,7 @@ class FusedDecoder:
     """A ``DecoderPlan`` over a Llama-layout model's weights, callable like the model on decode steps.
 
     Holds references to every tensor the plan reads. Weights are read once, at construction: a
-    model whose weights are replaced afterwards needs a new ``FusedDecoder``.
+    model whose weights are replaced afterwards needs a new one (``forget_fused_decoder``).
     """
 
     def __init__(self, model: nn.Module):
@@ -159,7 +160,20 @@ class FusedDecoder:
         return logits
 
 
-_UNSUPPORTED = "unsupported"  # marker kept on a model the plan cannot express
+# model -> its FusedDecoder, or the reason it has none. Weakly keyed: the entry goes with the model,
+# and copies of a model (copy.deepcopy) build their own plan instead of sharing this one's views.
+_decoders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def fused_decoder_of(model: nn.Module) -> FusedDecoder | None:
+    """The ``FusedDecoder`` ``model``'s decode steps have been running through, if any."""
+    decoder = _decoders.get(model)
+    return decoder if isinstance(decoder, FusedDecoder) else None
+
+
+def forget_fused_decoder(model: nn.Module) -> None:
+    """Drops ``model``'s plan (after its weights were replaced); the next decode step builds a new one."""
+    _decoders.pop(model, None)
 
 
 def fused_decode_step(model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor, meta,
@@ -169,15 +183,15 @@ def fused_decode_step(model: nn.Module, input_ids: torch.Tensor, positions: torc
     if not (meta.is_decode and input_ids.device.type == "cpu" and fused_decode_enabled()
             and not torch.compiler.is_compiling() and _dispatch.forced_backend() in (None, "cpu")):
         return None
-    decoder = model.__dict__.get("_fused_decoder")
+    decoder = _decoders.get(model)
     if decoder is None:
         try:
             decoder = FusedDecoder(model)
         except FusedDecodeUnsupported as e:
             warnings.warn(f"fused decode step unavailable for {type(model).__name__} ({e}); "
                           "decoding through the per-op path", stacklevel=2)
-            decoder = _UNSUPPORTED
-        model.__dict__["_fused_decoder"] = decoder
-    if decoder is _UNSUPPORTED:
+            decoder = str(e)
+        _decoders[model] = decoder
+    if not isinstance(decoder, FusedDecoder):
         return None
     return decoder(input_ids, positions, meta, key_caches, value_caches)
