@@ -93,6 +93,23 @@ def test_bfloat16_activations_over_quantized_weights(case):
                                **BF16_TOL)
 
 
+def test_k_quants_q4_k_and_q6_k_like_a_q4_k_m_file(gguf_folder):
+    """Q4_K matrices with V and down in Q6_K (the Q4_K_M recipe): 256-value super-blocks, so a
+    model 256 wide; mixed q/k/v types get a RowSplitLinear."""
+    hf = hf_model(vocab_size=VOCAB, hidden_size=256, intermediate_size=512, num_hidden_layers=1,
+                  num_attention_heads=4, num_key_value_heads=2)
+    path = write_gguf(gguf_folder / "q4_k_m.gguf", hf, qtype="Q4_K",
+                      overrides={"attn_v.weight": "Q6_K", "ffn_down.weight": "Q6_K", "token_embd.weight": "Q8_0",
+                                 "output.weight": "Q6_K"})
+    plugin = load_plugin(Llama_Plugin, path)
+    attn = plugin.model.layers[0].self_attn.qkv_proj
+    assert [p.qweight.qtype_name for p in attn.parts] == ["Q4_K", "Q4_K", "Q6_K"]
+    assert plugin.model.lm_head.qweight.qtype_name == "Q6_K"
+    tokens = random_tokens(30, seed=4, vocab=VOCAB)
+    torch.testing.assert_close(teacher_forced_logits(plugin, tokens, prompt_len=20),
+                               hf_logits(hf_from_gguf(path), tokens), **QUANT_TOL)
+
+
 def test_f32_gguf_holds_the_original_model(tiny_hf, f32_gguf):
     """The converter's Q/K permutation is undone: the F32 file reproduces the model it was written from."""
     plugin = load_plugin(Llama_Plugin, f32_gguf)

@@ -80,6 +80,10 @@ def write_gguf(path: Path, hf, *, qtype: str = "F32", overrides: dict[str, str] 
     return path
 
 
+# K-quant blocks: (bytes per 256 values, byte offsets of their fp16 super-block scales).
+_K_QUANTS = {"Q4_K": (144, (0, 2)), "Q6_K": (210, (208,))}
+
+
 def _add_tensor(writer, name: str, data: np.ndarray, kind: str) -> None:
     import gguf
     from gguf.quants import quantize
@@ -88,7 +92,23 @@ def _add_tensor(writer, name: str, data: np.ndarray, kind: str) -> None:
         writer.add_tensor(name, data.astype(np.float32 if kind == "F32" else np.float16))
         return
     qtype = gguf.GGMLQuantizationType[kind]
+    if kind in _K_QUANTS:  # gguf cannot quantize to K-quants: random blocks with sane scales instead
+        writer.add_tensor(name, random_k_blocks(kind, data.shape, seed=len(name)), raw_dtype=qtype)
+        return
     writer.add_tensor(name, quantize(data, qtype), raw_dtype=qtype)
+
+
+def random_k_blocks(kind: str, shape: tuple[int, int], seed: int) -> np.ndarray:
+    """uint8 ``[rows, cols / 256 * block_bytes]`` of random K-quant blocks whose fp16 scales are small
+    finite numbers (random bytes there could be NaN or huge)."""
+    block_bytes, scale_offsets = _K_QUANTS[kind]
+    rows, cols = shape
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (rows, cols // 256, block_bytes), dtype=np.uint8)
+    for offset in scale_offsets:
+        scales = rng.uniform(5e-5, 2e-4, (rows, cols // 256)).astype(np.float16)  # weights ~0.1
+        blocks[..., offset:offset + 2] = scales.view(np.uint8).reshape(rows, cols // 256, 2)
+    return blocks.reshape(rows, -1)
 
 
 def _add_tokenizer(writer, kind: str) -> None:
