@@ -8,7 +8,8 @@ set(PIO_CPU_SOURCES ${CMAKE_SOURCE_DIR}/csrc/bindings/cpu_module.cpp ${PIO_CPU_K
 
 set(PIO_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
 set(PIO_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl)
-set(PIO_ISA_FLAGS_avx512bf16 ${PIO_ISA_FLAGS_avx512} -mavx512bf16)
+# Every CPU with AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4) also has AVX512-VNNI (quantized dot products).
+set(PIO_ISA_FLAGS_avx512bf16 ${PIO_ISA_FLAGS_avx512} -mavx512bf16 -mavx512vnni)
 
 check_cxx_compiler_flag(-mavx512bf16 PIO_COMPILER_HAS_AVX512BF16)
 set(PIO_CPU_ISAS avx2 avx512)

@@ -1,24 +1,36 @@
 """Layers over ``QuantizedTensor`` weights: ``QuantizedLinear``, ``QuantizedEmbedding``, and
 ``swap_in_quantized`` which puts them in place of a model's dense ``Linear`` / ``nn.Embedding``.
 
-STAND-IN: this first version computes through a dequantized float32 copy of the weight (made once,
-on first use). The quantized-kernel work replaces the internals with kernels that read the blocks
-directly; the interface below (constructors, ``forward`` signatures, ``swap_in_quantized``) stays.
+On CPU they call the block kernels of ``ops.quantized_linear`` directly (the weight stays in its
+GGUF blocks; no dense copy is ever kept); elsewhere (GPUs, a forced ``reference`` backend,
+``torch.compile`` tracing) they go through the op, whose reference dequantizes per call.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ..ops import _dispatch
+from ..ops._checks import FLOAT_DTYPES
+from ..ops.quantized_linear import (
+    default_quantize_input, quantized_embedding, quantized_embedding_cpu_unchecked, quantized_linear,
+    quantized_linear_cpu_unchecked,
+)
 from ..quant import QuantizedTensor
+
+
+def _cpu_kernel_allowed(device: torch.device) -> bool:
+    return (device.type == "cpu" and not torch.compiler.is_compiling()
+            and _dispatch.forced_backend() in (None, "cpu"))
 
 
 class QuantizedLinear(nn.Module):
     """``y [T, out] = x [T, in] @ W.T (+ bias)`` with ``W`` a ``QuantizedTensor [out, in]``.
 
-    ``x`` may be float32 / bfloat16 / float16; the output has ``x``'s dtype.
+    ``x`` may be float32 / bfloat16 / float16; the output has ``x``'s dtype. Whether x is rounded
+    to int8 blocks first (faster, llama.cpp's scheme) or multiplied exactly follows
+    ``INFERENCE_PIO_QUANTIZE_INPUT`` when the layer is built (``quantize_input`` attribute).
     """
 
     def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None = None):
@@ -26,19 +38,31 @@ class QuantizedLinear(nn.Module):
         self.qweight = qweight
         self.out_features, self.in_features = qweight.shape
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self._dense: torch.Tensor | None = None
+        self.quantize_input = default_quantize_input()
+        self._bias_as: dict[torch.dtype, torch.Tensor] = {}  # the bias in each input dtype met
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if self._dense is None:
-            self._dense = self.qweight.dequantize(torch.float32)
-        y = F.linear(x.float(), self._dense, None if self.bias is None else self.bias.float()).to(x.dtype)
-        if out is None:
-            return y
-        return out.copy_(y)
+        """``x [T, in]`` (or ``[..., in]``) -> ``[T, out]``, written into ``out`` when given (no allocation)."""
+        bias = self._bias_for(x.dtype)
+        if x.dim() == 2 and x.dtype in FLOAT_DTYPES and _cpu_kernel_allowed(x.device):
+            if out is None:
+                out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype)
+            # Routing only; the C++ kernel checks shapes, strides and dtypes itself.
+            quantized_linear_cpu_unchecked(x, self.qweight, bias, out, self.quantize_input)
+            return out
+        return quantized_linear(x, self.qweight, bias, out=out, quantize_input=self.quantize_input)
+
+    def _bias_for(self, dtype: torch.dtype) -> torch.Tensor | None:
+        if self.bias is None or self.bias.dtype == dtype:
+            return self.bias
+        cached = self._bias_as.get(dtype)
+        if cached is None or cached.device != self.bias.device:
+            cached = self._bias_as[dtype] = self.bias.detach().to(dtype)
+        return cached
 
     def extra_repr(self) -> str:
         return f"{self.qweight.qtype_name}, in_features={self.in_features}, out_features={self.out_features}, " \
-               f"bias={self.bias is not None}"
+               f"bias={self.bias is not None}, quantize_input={self.quantize_input}"
 
 
 class QuantizedEmbedding(nn.Module):
@@ -49,15 +73,15 @@ class QuantizedEmbedding(nn.Module):
         self.qweight = qweight
         self.num_embeddings, self.embedding_dim = qweight.shape
         self.dtype = dtype
-        self._dense: torch.Tensor | None = None
 
     def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        if self._dense is None:
-            self._dense = self.qweight.dequantize(torch.float32)
-        y = self._dense.index_select(0, ids).to(self.dtype)
-        if out is None:
-            return y
-        return out.copy_(y)
+        """``ids [T]`` -> ``[T, hidden]`` in ``self.dtype`` (out's dtype when given); ids out of range raise."""
+        if ids.dim() == 1 and _cpu_kernel_allowed(ids.device):
+            if out is None:
+                out = torch.empty(ids.shape[0], self.embedding_dim, dtype=self.dtype)
+            quantized_embedding_cpu_unchecked(ids, self.qweight, out)
+            return out
+        return quantized_embedding(ids, self.qweight, self.dtype, out=out)
 
     def extra_repr(self) -> str:
         return f"{self.qweight.qtype_name}, {self.num_embeddings}, {self.embedding_dim}"

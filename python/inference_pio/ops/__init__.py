@@ -11,6 +11,9 @@ from .linear import linear, linear_reference
 from .kv_cache import reshape_and_cache, reshape_and_cache_reference
 from .paged_decode_attention import paged_decode_attention, paged_decode_attention_reference
 from .prefill_attention import prefill_attention, prefill_attention_reference
+from .quantized_linear import (
+    quantized_embedding, quantized_embedding_reference, quantized_linear, quantized_linear_reference,
+)
 from .rms_norm import fused_add_rms_norm, fused_add_rms_norm_reference, rms_norm, rms_norm_reference
 from .rope_cache import build_cos_sin_cache, rope_inv_freq
 from .rotary_embedding import rotary_embedding, rotary_embedding_reference
@@ -41,4 +44,8 @@ __all__ = [
     "paged_decode_attention_reference",
     "linear",
     "linear_reference",
+    "quantized_linear",
+    "quantized_linear_reference",
+    "quantized_embedding",
+    "quantized_embedding_reference",
 ]

@@ -1,0 +1,75 @@
+"""quantized_linear at decode shapes: our GGUF-block kernels (exact and int8-input) vs torch's
+F.linear on the dense bf16 / fp32 weight vs the reference (gguf dequantize + matmul per call).
+
+Decode is memory-bound: a step reads every weight byte once, so GB/s is the bytes a backend's
+weight occupies (quantized blocks for ours, 2 or 4 bytes per element for torch) over time; the
+``record`` fixture sets it against the machine's copy bandwidth. One group per shape: the
+baseline is torch's bf16 F.linear (the report's speed-up column).
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q
+
+from inference_pio import ops
+from inference_pio.quant import QuantizedTensor
+
+# (M, K, N): SmolLM2-135M's projections (o_proj, one of k/v, gate/up/down-sized, the 49152-token
+# lm_head) and a TinyLlama-1.1B gate/up-sized one, at batch 1.
+SHAPES = [(1, 576, 576), (1, 576, 192), (1, 576, 1536), (1, 576, 49152), (1, 2048, 5632)]
+QTYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
+# The reference dequantizes the whole matrix per call (seconds for the lm_head): smaller shapes only.
+REFERENCE_MAX_ELEMENTS = 2048 * 5632
+
+
+def _label(shape):
+    m, k, n = shape
+    return f"[{m}, {k}] x [{n}, {k}]"
+
+
+def random_blocks(qtype, n: int, k: int) -> QuantizedTensor:
+    """Random blocks with finite fp16 scales (any other bit pattern is a legal value): quick to
+    make at lm_head size, unlike quantizing a float matrix."""
+    block, size = GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, size=(n * k // block, size), dtype=np.uint8)
+    scale_fields = [0, 2] if qtype == Q.Q4_1 else [0]
+    for offset in scale_fields:
+        blocks[:, offset:offset + 2] = (rng.uniform(0.5, 1.0, blocks.shape[0]) * 0.01).astype(np.float16) \
+            .view(np.uint8).reshape(-1, 2)
+    return QuantizedTensor(torch.from_numpy(blocks.reshape(n, -1)), qtype, (n, k))
+
+
+@pytest.mark.parametrize("qtype", QTYPES, ids=lambda q: q.name)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+@pytest.mark.parametrize("backend", ["inference_pio.cpu", "inference_pio.cpu_int8_input", "reference"])
+def test_quantized_linear(benchmark, record, backend, shape, qtype):
+    m, k, n = shape
+    if backend == "reference" and n * k > REFERENCE_MAX_ELEMENTS:
+        pytest.skip("the reference dequantizes the whole lm_head per call")
+    benchmark.group = f"quantized_linear {_label(shape)}"
+    qw = random_blocks(qtype, n, k)
+    x = torch.randn(m, k)
+    out = torch.empty(m, n)
+    if backend == "reference":
+        benchmark(ops.quantized_linear_reference, x, qw)
+    else:
+        int8_input = backend.endswith("int8_input")
+        benchmark(ops.quantized_linear, x, qw, out=out, quantize_input=int8_input)
+    record(backend=f"{backend} {qw.qtype_name}", shape=_label(shape), bytes_moved=qw.nbytes + 4 * m * (k + n),
+           flops=2 * m * n * k)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+def test_dense_torch(benchmark, record, shape, dtype):
+    m, k, n = shape
+    benchmark.group = f"quantized_linear {_label(shape)}"
+    x = torch.randn(m, k).to(dtype)
+    w = torch.randn(n, k).to(dtype)
+    benchmark(F.linear, x, w)
+    name = "bf16" if dtype == torch.bfloat16 else "fp32"
+    record(backend=f"torch_F.linear_{name}_dense", shape=_label(shape),
+           bytes_moved=(n * k + m * (k + n)) * x.element_size(), flops=2 * m * n * k)

@@ -1,0 +1,473 @@
+// Quantized linear: out[m, n] = sum_k x[m, k] * dequant(weight)[n, k] (+ bias[n]),
+// x [M, K] float32/float16/bfloat16 (row stride allowed), weight uint8 [N, K / 32 * block_bytes]
+// GGUF blocks (quantized_blocks.h), out [M, N] in x's dtype.
+//
+// Decode is memory-bound: the weight must stream at copy bandwidth, so it is never expanded
+// beyond one row at a time. Two ways to compute, chosen per call:
+//
+// quantize_input (Q8_0 / Q4_0 / Q4_1; llama.cpp's scheme): each input row is quantized once per
+// call to int8 blocks of 32 with a float scale (d = max|x| / 127, q = round(x / d)), then every
+// weight block meets every input block in an integer dot product (AVX2 maddubs+madd, AVX-512BW
+// the same on 64 bytes = 2 blocks, AVX512-VNNI vpdpbusd), scaled by d_w * d_x and accumulated in
+// float32. 4-bit weights enter the dot as unsigned nibbles 0..15; the offset (-8 for Q4_0, the
+// block min for Q4_1) is applied through the precomputed sum of the input block:
+//   sum_i (q_i - 8) x_i = sum_i q_i x_i - 8 sum_i x_i,   sum_i (d q_i + m) x_i = d sum q_i x_i + m sum x_i.
+// The only error beyond float32 rounding is the input quantization: |x - d q| <= d / 2 per element.
+//
+// exact (every type): each weight row is dequantized to float32 in a per-thread buffer (L1) and
+// multiplied with the float32 input rows; the result is the float32 product with the dequantized
+// weight, as a float reference computes it. Q4_K / Q6_K always take this path.
+//
+// Work is split over output rows (each thread streams its own slice of the weight). A weight
+// block is unpacked once and used for up to kMR input rows; for large M (prefill) input rows and
+// weight rows are blocked for L1 and L2 (see linear_q8).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#include "dispatch.h"
+#include "parallel.h"
+#include "pio/pybind_tensor_view.h"
+#include "quantized_blocks.h"
+#include "vec.h"
+
+namespace pio::cpu {
+namespace {
+
+constexpr int kBlock = 32;           // elements per Q8_0 / Q4_0 / Q4_1 block and per input block
+constexpr int kLanesPerBlock = 8;    // int32 lanes one 32-byte block dot product lands in
+constexpr int kMR = 4;               // input rows per tile
+constexpr int64_t kMinWeightBytesPerThread = 1 << 14;
+
+// ---- Integer vectors: one block (AVX2, 32 bytes) or two blocks (AVX-512, 64 bytes). ----
+#if defined(__AVX512F__)
+using IVec = __m512i;
+constexpr int kBlocksPerVec = 2;
+inline IVec load_i(const void* p) { return _mm512_loadu_si512(p); }
+inline VecF to_vecf(IVec a) { return _mm512_cvtepi32_ps(a); }
+// sum over groups of 4 bytes of u8 * s8 -> int32 lanes (no saturation: |u| <= 128, |s| <= 127)
+inline IVec dot_u8s8(IVec u, IVec s) {
+#if defined(__AVX512VNNI__)
+  return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+inline IVec abs_i8(IVec w) { return _mm512_abs_epi8(w); }
+inline IVec sign_like(IVec x, IVec w) {  // x * sign(w) (w = 0 is covered by |w| = 0)
+  return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+}
+// Two blocks' 16 nibble bytes (at p0, p1) -> 64 unsigned bytes in element order.
+inline IVec unpack_nibbles(const uint8_t* p0, const uint8_t* p1) {
+  const __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0)));
+  const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)));
+  IVec raw = _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+  raw = _mm512_mask_srli_epi16(raw, __mmask32(0xFF00FF00u), raw, 4);  // 2nd and 4th 16 bytes: high nibbles
+  return _mm512_and_si512(raw, _mm512_set1_epi8(0x0F));
+}
+inline IVec load_two_32(const uint8_t* p0, const uint8_t* p1) {
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+// fp16 scalars at p0 and p1 -> lanes 0..7 and 8..15.
+inline VecF half_lanes(const uint8_t* p0, const uint8_t* p1) {
+  uint16_t h0, h1;
+  std::memcpy(&h0, p0, 2);
+  std::memcpy(&h1, p1, 2);
+  const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(short(h0))), _mm_set1_epi16(short(h1)), 1);
+  return _mm512_cvtph_ps(h);
+}
+#else
+using IVec = __m256i;
+constexpr int kBlocksPerVec = 1;
+inline IVec load_i(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline VecF to_vecf(IVec a) { return _mm256_cvtepi32_ps(a); }
+inline IVec dot_u8s8(IVec u, IVec s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
+inline IVec abs_i8(IVec w) { return _mm256_abs_epi8(w); }
+inline IVec sign_like(IVec x, IVec w) { return _mm256_sign_epi8(x, w); }
+inline IVec unpack_nibbles(const uint8_t* p0, const uint8_t*) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+inline IVec load_two_32(const uint8_t* p0, const uint8_t*) { return load_i(p0); }
+inline VecF half_lanes(const uint8_t* p0, const uint8_t*) { return VecF::broadcast(fp16_at(p0)); }
+#endif
+
+static_assert(VecF::N == kBlocksPerVec * kLanesPerBlock, "one float lane per int32 dot-product lane");
+
+// ---- Input rows quantized to int8 blocks (the "Q8" side of every dot product). ----
+// Per row, per block b: q[32 b .. 32 b + 31], and per int32 lane of that block the float
+// scale d (dl) and d * sum(q) (sl), so the tile loop loads them as vectors. The block count is
+// padded to whole vectors with zero blocks (d = 0), which contribute nothing.
+struct QuantizedInput {
+  int64_t blocks = 0;  // padded
+  std::vector<int8_t> q;
+  std::vector<float> dl, sl;
+  const int8_t* q_row(int64_t m) const { return q.data() + m * blocks * kBlock; }
+  const float* d_row(int64_t m) const { return dl.data() + m * blocks * kLanesPerBlock; }
+  const float* s_row(int64_t m) const { return sl.data() + m * blocks * kLanesPerBlock; }
+  int8_t* q_row(int64_t m) { return q.data() + m * blocks * kBlock; }
+  float* d_row(int64_t m) { return dl.data() + m * blocks * kLanesPerBlock; }
+  float* s_row(int64_t m) { return sl.data() + m * blocks * kLanesPerBlock; }
+};
+
+template <class T>
+void quantize_input_block(const T* x, int8_t* q, float* dl, float* sl) {
+  constexpr int V = VecF::N, NV = kBlock / V;
+  VecF v[NV];
+  VecF amax = VecF::zero(), poison = VecF::zero();
+  for (int i = 0; i < NV; ++i) {
+    v[i] = load(x + i * V);
+    amax = vmax(amax, vabs(v[i]));
+    poison = poison + v[i] * VecF::zero();  // NaN if any element is NaN or infinite
+  }
+  const float mx = reduce_max(amax);
+  float d = mx / 127.0f;
+  const VecF id = VecF::broadcast(mx > 0.0f ? 127.0f / mx : 0.0f);
+  int sum = 0;
+  alignas(64) float r[kBlock];
+  for (int i = 0; i < NV; ++i) store(r + i * V, round_nearest(v[i] * id));
+  for (int i = 0; i < kBlock; ++i) {
+    const int qi = std::isfinite(r[i]) ? int(r[i]) : 0;
+    q[i] = int8_t(qi);
+    sum += qi;
+  }
+  if (std::isnan(reduce_add(poison))) d = NAN;  // a non-finite input makes every output it meets NaN
+  for (int l = 0; l < kLanesPerBlock; ++l) {
+    dl[l] = d;
+    sl[l] = d * float(sum);
+  }
+}
+
+template <class T>
+void quantize_input(QuantizedInput& xq, const T* x, int64_t xs, int64_t M, int64_t K) {
+  const int64_t nb = K / kBlock;
+  xq.blocks = (nb + kBlocksPerVec - 1) / kBlocksPerVec * kBlocksPerVec;
+  xq.q.assign(size_t(M * xq.blocks * kBlock), 0);
+  xq.dl.assign(size_t(M * xq.blocks * kLanesPerBlock), 0.0f);
+  xq.sl.assign(size_t(M * xq.blocks * kLanesPerBlock), 0.0f);
+  parallel_for(M, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t b = 0; b < nb; ++b)
+        quantize_input_block(x + m * xs + b * kBlock, xq.q_row(m) + b * kBlock, xq.d_row(m) + b * kLanesPerBlock,
+                             xq.s_row(m) + b * kLanesPerBlock);
+  });
+}
+
+// ---- One weight row against MR quantized input rows. ----
+// What a weight step (kBlocksPerVec blocks) unpacks to: unsigned bytes (|w| for Q8_0), the raw
+// signed bytes for Q8_0's sign trick, and per-lane scale d and min m.
+struct WeightStep {
+  IVec u, w;
+  VecF d, m;
+};
+
+template <QType QT>
+constexpr int block_bytes() {
+  return QT == QType::Q8_0 ? 34 : QT == QType::Q4_0 ? 18 : 20;
+}
+
+template <QType QT>
+inline WeightStep load_step(const uint8_t* p0, const uint8_t* p1) {
+  WeightStep s;
+  s.d = half_lanes(p0, p1);
+  if constexpr (QT == QType::Q8_0) {
+    s.w = load_two_32(p0 + 2, p1 + 2);
+    s.u = abs_i8(s.w);
+  } else if constexpr (QT == QType::Q4_0) {
+    s.u = unpack_nibbles(p0 + 2, p1 + 2);
+  } else {
+    s.m = half_lanes(p0 + 2, p1 + 2);
+    s.u = unpack_nibbles(p0 + 4, p1 + 4);
+  }
+  return s;
+}
+
+// Per-lane correction weight: the final sum adds kCorrection * reduce(corr).
+// Q4_0: -8 * d_w * d_x * sum q_x over a block = -(sum over its 8 lanes of d_w * (d_x sum q_x)).
+// Q4_1: m_w * d_x * sum q_x = (1/8) * (sum over its 8 lanes of m_w * (d_x sum q_x)).
+template <QType QT>
+constexpr float correction() {
+  return QT == QType::Q4_0 ? -8.0f / kLanesPerBlock : QT == QType::Q4_1 ? 1.0f / kLanesPerBlock : 0.0f;
+}
+
+template <QType QT, int MR>
+inline void accumulate_step(const WeightStep& s, const QuantizedInput& xq, int64_t m0, int64_t b, VecF* acc,
+                            VecF* corr) {
+  for (int m = 0; m < MR; ++m) {
+    const IVec xv = load_i(xq.q_row(m0 + m) + b * kBlock);
+    const IVec isum = QT == QType::Q8_0 ? dot_u8s8(s.u, sign_like(xv, s.w)) : dot_u8s8(s.u, xv);
+    const VecF xd = load(xq.d_row(m0 + m) + b * kLanesPerBlock);
+    acc[m] = fmadd(to_vecf(isum), s.d * xd, acc[m]);
+    if constexpr (QT != QType::Q8_0) {
+      const VecF xsum = load(xq.s_row(m0 + m) + b * kLanesPerBlock);
+      corr[m] = fmadd(QT == QType::Q4_1 ? s.m : s.d, xsum, corr[m]);
+    }
+  }
+}
+
+// res[m] = dot(dequant(weight row), x row m0 + m) for m < MR; nb: real (unpadded) blocks.
+template <QType QT, int MR>
+void dot_tile(const uint8_t* w, int64_t nb, const QuantizedInput& xq, int64_t m0, float* res) {
+  constexpr int B = block_bytes<QT>();
+  VecF acc[MR], corr[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = corr[m] = VecF::zero();
+  int64_t b = 0;
+  for (; b + kBlocksPerVec <= nb; b += kBlocksPerVec) {
+    const uint8_t* p = w + b * B;
+    accumulate_step<QT, MR>(load_step<QT>(p, p + B), xq, m0, b, acc, corr);
+  }
+  if (b < nb) {  // AVX-512, odd block count: the last block and a zero block (d = 0), never past the row
+    alignas(64) uint8_t tail[2 * B] = {};
+    std::memcpy(tail, w + b * B, B);
+    accumulate_step<QT, MR>(load_step<QT>(tail, tail + B), xq, m0, b, acc, corr);
+  }
+  for (int m = 0; m < MR; ++m) {
+    res[m] = reduce_add(acc[m]);
+    if constexpr (QT != QType::Q8_0) res[m] += correction<QT>() * reduce_add(corr[m]);
+  }
+}
+
+template <class T>
+inline float bias_at(const T* bias, int64_t n) { return bias ? to_float(bias[n]) : 0.0f; }
+
+// Rows [m0, m1) of the output for weight row n.
+template <QType QT, class T>
+void rows_of_output_column(T* out, int64_t os, const uint8_t* w, int64_t nb, const QuantizedInput& xq, const T* bias,
+                           int64_t n, int64_t m0, int64_t m1) {
+  float res[kMR];
+  const float b = bias_at(bias, n);
+  int64_t m = m0;
+  for (; m + kMR <= m1; m += kMR) {
+    dot_tile<QT, kMR>(w, nb, xq, m, res);
+    for (int i = 0; i < kMR; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
+  }
+  const int rest = int(m1 - m);
+  switch (rest) {
+    case 1: dot_tile<QT, 1>(w, nb, xq, m, res); break;
+    case 2: dot_tile<QT, 2>(w, nb, xq, m, res); break;
+    case 3: dot_tile<QT, 3>(w, nb, xq, m, res); break;
+    default: break;
+  }
+  for (int i = 0; i < rest; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
+}
+
+// Cache blocking for many input rows (prefill). An L1-sized chunk of quantized input rows meets
+// a block of weight rows (kept in L2) before the next chunk comes, so each tile loads its input
+// from L1 and each weight row is read from L2 once per chunk; decode (a few rows) is one chunk.
+constexpr int64_t kInputL1Bytes = 24 << 10;
+constexpr int64_t kInputL2Bytes = 512 << 10;
+constexpr int64_t kWeightL2Bytes = 256 << 10;
+
+inline int64_t input_row_bytes(int64_t padded_blocks) {
+  return padded_blocks * (kBlock + 2 * kLanesPerBlock * int64_t(sizeof(float)));
+}
+
+// Rows of quantized input that fit in `bytes`, a whole number of kMR-row tiles (at least one).
+inline int64_t rows_within(int64_t bytes, int64_t row_bytes) {
+  return std::max<int64_t>(kMR, bytes / std::max<int64_t>(1, row_bytes) / kMR * kMR);
+}
+
+QuantizedInput& input_scratch() {
+  thread_local QuantizedInput buf;  // reused across calls: decode does not allocate every step
+  return buf;
+}
+
+template <QType QT, class T>
+void linear_q8(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes, const T* bias,
+               int64_t M, int64_t N, int64_t K) {
+  QuantizedInput& xq = input_scratch();
+  quantize_input(xq, x, xs, M, K);
+  const int64_t nb = K / kBlock;
+  const int64_t xrow = input_row_bytes(xq.blocks);
+  const int64_t l2_rows = rows_within(kInputL2Bytes, xrow), l1_rows = rows_within(kInputL1Bytes, xrow);
+  const int64_t weight_rows = std::max<int64_t>(1, kWeightL2Bytes / std::max<int64_t>(1, row_bytes));
+  const int64_t min_rows = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(1, row_bytes));
+  parallel_for(N, min_rows, [&](int64_t n0, int64_t n1) {
+    for (int64_t m2 = 0; m2 < M; m2 += l2_rows) {
+      const int64_t m2_end = std::min(M, m2 + l2_rows);
+      for (int64_t nw = n0; nw < n1; nw += weight_rows) {
+        const int64_t nw_end = std::min(n1, nw + weight_rows);
+        for (int64_t m1 = m2; m1 < m2_end; m1 += l1_rows) {
+          const int64_t m1_end = std::min(m2_end, m1 + l1_rows);
+          for (int64_t n = nw; n < nw_end; ++n)
+            rows_of_output_column<QT>(out, os, weight + n * row_bytes, nb, xq, bias, n, m1, m1_end);
+        }
+      }
+    }
+  });
+}
+
+// ---- Exact path: dequantize a weight row to float32 (in L1), then float dot products. ----
+#if defined(__AVX512F__)
+inline VecF int8_to_vecf(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+#else
+inline VecF int8_to_vecf(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+#endif
+
+// A weight row -> K floats: d * q (+ m) per element, vectorized for the 32-element types
+// (fused multiply-add: within one rounding of gguf's d * q + m); K-quants through the scalar
+// statement of their layout.
+void dequantize_row_fast(QType qtype, const uint8_t* row, float* y, int64_t K) {
+  if (qtype != QType::Q8_0 && qtype != QType::Q4_0 && qtype != QType::Q4_1) return dequantize_row(qtype, row, y, K);
+  const int B = qtype_info(int(qtype)).block_bytes;
+  constexpr int V = VecF::N;
+  alignas(64) int8_t v[kBlock];
+  for (int64_t b = 0; b < K / kBlock; ++b) {
+    const uint8_t* p = row + b * B;
+    const VecF d = VecF::broadcast(fp16_at(p));
+    const VecF m = VecF::broadcast(qtype == QType::Q4_1 ? fp16_at(p + 2) : 0.0f);
+    const int8_t* q = reinterpret_cast<const int8_t*>(p + 2);
+    if (qtype != QType::Q8_0) {
+      const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (qtype == QType::Q4_1 ? 4 : 2)));
+      const __m128i off = _mm_set1_epi8(qtype == QType::Q4_0 ? 8 : 0), low = _mm_set1_epi8(0x0F);
+      _mm_store_si128(reinterpret_cast<__m128i*>(v), _mm_sub_epi8(_mm_and_si128(t, low), off));
+      _mm_store_si128(reinterpret_cast<__m128i*>(v + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), low), off));
+      q = v;
+    }
+    for (int i = 0; i < kBlock; i += V) store(y + b * kBlock + i, fmadd(int8_to_vecf(q + i), d, m));
+  }
+}
+
+// res[m] = w . x[m] for MR float rows of x (stride xs), K elements, one load of w per MR products.
+template <int MR>
+void dot_f32_rows(const float* w, const float* x, int64_t xs, int64_t K, float* res) {
+  constexpr int V = VecF::N;
+  VecF acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = VecF::zero();
+  int64_t k = 0;
+  for (; k + V <= K; k += V) {
+    const VecF wv = load(w + k);
+    for (int m = 0; m < MR; ++m) acc[m] = fmadd(wv, load(x + m * xs + k), acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) {
+    res[m] = reduce_add(acc[m]);
+    for (int64_t j = k; j < K; ++j) res[m] += w[j] * x[m * xs + j];
+  }
+}
+
+template <class T>
+void linear_dequantized_rows(QType qtype, T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight,
+                             int64_t row_bytes, const T* bias, int64_t M, int64_t N, int64_t K) {
+  thread_local std::vector<float> xf_buf;  // input rows widened once (M*K work against N*K)
+  xf_buf.resize(size_t(M * K));
+  float* xf = xf_buf.data();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) xf[m * K + k] = to_float(x[m * xs + k]);
+  // Input rows per pass kept in L2; each weight row is dequantized once per pass.
+  const int64_t chunk = std::min(M, rows_within(kInputL2Bytes, K * int64_t(sizeof(float))));
+  const int64_t min_rows = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(1, row_bytes));
+  parallel_for(N, min_rows, [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<float> row;
+    row.resize(size_t(K));
+    float res[kMR];
+    for (int64_t mc = 0; mc < M; mc += chunk) {
+      const int64_t mc_end = std::min(M, mc + chunk);
+      for (int64_t n = n0; n < n1; ++n) {
+        dequantize_row_fast(qtype, weight + n * row_bytes, row.data(), K);
+        const float b = bias_at(bias, n);
+        int64_t m = mc;
+        for (; m + kMR <= mc_end; m += kMR) {
+          dot_f32_rows<kMR>(row.data(), xf + m * K, K, K, res);
+          for (int i = 0; i < kMR; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
+        }
+        for (; m < mc_end; ++m) {
+          dot_f32_rows<1>(row.data(), xf + m * K, K, K, res);
+          out[m * os + n] = from_float<T>(res[0] + b);
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView& x, const TensorView& weight,
+                           const T* bias, bool quantize_input) {
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  T* op = out.ptr<T>();
+  const T* xp = x.ptr<T>();
+  const uint8_t* w = weight.ptr<uint8_t>();
+  const int64_t os = out.stride(0), xs = x.stride(0), rb = weight.size(1);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) op[m * os + n] = from_float<T>(bias_at(bias, n));
+    return;
+  }
+  if (!quantize_input) return linear_dequantized_rows(qtype, op, os, xp, xs, w, rb, bias, M, N, K);
+  switch (qtype) {
+    case QType::Q8_0: return linear_q8<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q4_0: return linear_q8<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q4_1: return linear_q8<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K);
+    default: return linear_dequantized_rows(qtype, op, os, xp, xs, w, rb, bias, M, N, K);
+  }
+}
+
+void quantized_linear(const TensorView& out, const TensorView& x, const TensorView& weight, int qtype,
+                      const std::optional<TensorView>& bias, bool quantize_input) {
+  const QTypeInfo info = qtype_info(qtype);
+  check_cpu(x, "x");
+  check_float(x, "x");
+  check_ndim(x, "x", 2);
+  check_last_dim_contiguous(x, "x");
+  check_not_null(x, "x");
+  const int64_t M = x.size(0), K = x.size(1);
+  PIO_CHECK(M <= 1 || x.stride(0) >= K, "x: rows must not overlap, got strides (", x.stride(0), ", 1)");
+  PIO_CHECK(K % info.block_elems == 0, "x.shape[1] (K = ", K, ") must be a multiple of the ", info.name,
+            " block size ", info.block_elems);
+  check_cpu(weight, "weight");
+  check_ndim(weight, "weight", 2);
+  check_dtype(weight, "weight", DType::UInt8);
+  const int64_t N = weight.size(0), row_bytes = K / info.block_elems * info.block_bytes;
+  PIO_CHECK(weight.size(1) == row_bytes, "weight must be uint8 [N, ", row_bytes, "] (", info.name, " blocks of K = ",
+            K, "), got shape ", weight.shape_str());
+  PIO_CHECK(row_bytes == 0 || ((row_bytes == 1 || weight.stride(1) == 1) && (N <= 1 || weight.stride(0) == row_bytes)),
+            "weight must be contiguous, got strides (", weight.stride(0), ", ", weight.stride(1), ")");
+  check_not_null(weight, "weight");
+  if (bias) {
+    check_cpu(*bias, "bias");
+    check_ndim(*bias, "bias", 1);
+    check_same_dtype(*bias, "bias", x, "x");
+    check_dim(*bias, "bias", 0, N);
+    PIO_CHECK(N <= 1 || bias->stride(0) == 1, "bias must be contiguous, got stride ", bias->stride(0));
+    check_not_null(*bias, "bias");
+  }
+  check_cpu(out, "out");
+  check_ndim(out, "out", 2);
+  check_same_dtype(out, "out", x, "x");
+  check_dim(out, "out", 0, M);
+  check_dim(out, "out", 1, N);
+  check_last_dim_contiguous(out, "out");
+  PIO_CHECK(M <= 1 || out.stride(0) >= N, "out: rows must not overlap, got strides (", out.stride(0), ", 1)");
+  check_not_null(out, "out");
+  PIO_DISPATCH_FLOAT(x.dtype, "quantized_linear", [&] {
+    quantized_linear_impl<scalar_t>(QType(qtype), out, x, weight, bias ? bias->ptr<scalar_t>() : nullptr,
+                                    quantize_input);
+  });
+}
+
+}  // namespace
+}  // namespace pio::cpu
+
+PIO_CPU_BINDINGS(quantized_linear) {
+  namespace py = pybind11;
+  m.def("quantized_linear", &pio::cpu::quantized_linear, py::arg("out"), py::arg("x"), py::arg("weight"),
+        py::arg("qtype"), py::arg("bias"), py::arg("quantize_input"), PIO_NOGIL,
+        "out[m, n] = x[m, :] . dequant(weight)[n, :] (+ bias[n]); x: [M, K] float, weight: uint8 [N, row_bytes] "
+        "GGUF blocks of ggml type qtype (Q4_0=2, Q4_1=3, Q8_0=8, Q4_K=12, Q6_K=14), out: [M, N] in x's dtype. "
+        "quantize_input: x rounded to int8 blocks of 32 and integer dot products (Q8_0/Q4_0/Q4_1; llama.cpp's "
+        "scheme, |error| <= max|x_block| / 254 per element); otherwise exact float32 products");
+  m.attr("quantized_vnni") =
+#if defined(__AVX512VNNI__)
+      true;
+#else
+      false;
+#endif
+}

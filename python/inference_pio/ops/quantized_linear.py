@@ -1,0 +1,185 @@
+"""Linear and embedding over GGUF-block weights (``inference_pio.quant.QuantizedTensor``).
+
+``quantized_linear``: ``out [..., N] = x [..., K] @ dequant(W)[N, K].T (+ bias[N])``; x float32 /
+float16 / bfloat16 with a contiguous last dimension, bias ``[N]`` in x's dtype, out in x's dtype.
+``quantized_embedding``: ``out [..., hidden] = dequant(W)[ids]`` in the requested float dtype.
+W's types: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (``quant.SUPPORTED_QTYPES``); others cannot even be built
+into a ``QuantizedTensor`` (``UnsupportedQuantizationError``).
+
+Two ways the linear kernel (csrc/kernels/cpu/quantized_linear.cpp) computes:
+
+- exact (``quantize_input=False``): each weight row is dequantized to float32 in cache and
+  multiplied with x in float32: the float product with the dequantized weight.
+- int8 input (``quantize_input=True``, Q8_0 / Q4_0 / Q4_1; what llama.cpp does): x is rounded
+  once to int8 blocks of 32 with a float scale, then integer dot products per block. Faster, and
+  off from the exact product by the rounding of x: at most ``max|x_block| / 254`` per element.
+
+``quantize_input=None`` takes ``INFERENCE_PIO_QUANTIZE_INPUT`` (``1`` / ``0``), default exact: the
+model tests compare with transformers on the same dequantized weights.
+
+Backends: ``reference`` (the gguf package's dequantizer, then a float32 matmul; float64 for
+float64) and ``cpu``. Backend call conventions: ``quantized_linear: impl(x2d, qweight, bias, out2d,
+quantize_input)``, ``quantized_embedding: impl(ids1d, qweight, out2d)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from . import _dispatch
+from ._checks import FLOAT_DTYPES, INDEX_DTYPES, check_out, check_same_device, check_same_dtype, check_tensor, rows_2d
+from ._tensor import optional_view, view
+from .. import _native
+from ..quant import QuantizedTensor
+
+QUANTIZE_INPUT_ENV = "INFERENCE_PIO_QUANTIZE_INPUT"
+#: Types the int8-input path handles (ggml ids of Q4_0, Q4_1, Q8_0); the others always compute exactly.
+INT8_INPUT_QTYPES = (2, 3, 8)
+Q8_BLOCK = 32
+
+_quantized_linear = _dispatch.op("quantized_linear")
+_quantized_embedding = _dispatch.op("quantized_embedding")
+
+
+def default_quantize_input() -> bool:
+    """``INFERENCE_PIO_QUANTIZE_INPUT``: ``1`` for int8 inputs, ``0`` or unset for exact products."""
+    value = os.environ.get(QUANTIZE_INPUT_ENV, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{QUANTIZE_INPUT_ENV}={value!r} must be 0 (exact) or 1 (int8 inputs)")
+    return value == "1"
+
+
+def quantize_input_reference(x: torch.Tensor) -> torch.Tensor:
+    """x (``[M, K]``, K a multiple of 32) as the int8-input kernel sees it: per block of 32,
+    ``d = max|x| / 127``, ``q = round_half_even(x * (127 / max|x|))``, value ``q * d``; float32
+    arithmetic, exactly as the kernel does it. Returned in float64."""
+    xf = x.float().reshape(*x.shape[:-1], x.shape[-1] // Q8_BLOCK, Q8_BLOCK)
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    # float32 divisions, correctly rounded (via float64: torch may multiply by a reciprocal instead).
+    d = (amax.double() / 127.0).float()
+    inv = torch.where(amax > 0, (127.0 / amax.double()).float(), torch.zeros_like(amax))
+    q = torch.round(xf * inv)
+    return (q.double() * d.double()).reshape(x.shape)
+
+
+def quantized_linear_reference(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None = None,
+                               quantize_input: bool = False) -> torch.Tensor:
+    """The specification: gguf's dequantized weight, ``x @ W.T (+ bias)`` in float32 (float64 for
+    float64 x), rounded once to x's dtype. ``quantize_input``: x first rounded as the int8-input
+    kernel rounds it (``quantize_input_reference``) for the types that path covers."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xs = quantize_input_reference(x) if quantize_input and qweight.qtype in INT8_INPUT_QTYPES else x
+    y = xs.to(acc) @ qweight.dequantize(acc).to(x.device).T
+    if bias is not None:
+        y = y + bias.to(acc)
+    return y.to(x.dtype)
+
+
+def quantized_embedding_reference(ids: torch.Tensor, qweight: QuantizedTensor,
+                                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``dequant(W)[ids]`` (gguf's dequantizer) in ``dtype``: ``[*ids.shape, hidden]``."""
+    return qweight.dequantize(torch.float32).to(ids.device)[ids.long()].to(dtype)
+
+
+def _check_qweight(qweight: object, device: torch.device) -> QuantizedTensor:
+    if not isinstance(qweight, QuantizedTensor):
+        raise TypeError(f"qweight must be an inference_pio.quant.QuantizedTensor, got {type(qweight).__name__}")
+    if qweight.device != device:
+        raise ValueError(f"qweight must be on the same device as the input ({device}), got {qweight.device}")
+    return qweight
+
+
+def _check_linear(x: object, qweight: object, bias: object) -> int:
+    """Validates the arguments; returns N."""
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
+    if x.dim() == 0:
+        raise ValueError("x must have at least 1 dimension [..., K], got a scalar")
+    qweight = _check_qweight(qweight, x.device)
+    n, k = qweight.shape
+    if x.shape[-1] != k:
+        raise ValueError(f"x must have shape [..., K] with K = {k} (qweight is {qweight.qtype_name} {list(qweight.shape)}),"
+                         f" got {list(x.shape)}")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1)
+        check_same_dtype("bias", bias, "x", x)
+        check_same_device("bias", bias, "x", x)
+        if bias.shape[0] != n:
+            raise ValueError(f"bias must have shape [N] = [{n}] (qweight's rows), got {list(bias.shape)}")
+        if not bias.is_contiguous():
+            raise ValueError(f"bias must be contiguous, got strides {bias.stride()}")
+    return n
+
+
+def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None = None, *,
+                     out: torch.Tensor | None = None, quantize_input: bool | None = None) -> torch.Tensor:
+    """``x [..., K] @ dequant(qweight)[N, K].T (+ bias[N])`` -> ``out [..., N]`` in x's dtype.
+
+    ``out`` (contiguous, x's dtype) is written and returned (new unless given). ``quantize_input``:
+    see the module docstring (None: ``INFERENCE_PIO_QUANTIZE_INPUT``, default exact).
+    """
+    n = _check_linear(x, qweight, bias)
+    out = check_out(out, (*x.shape[:-1], n), x)
+    x2 = rows_2d("x", x)
+    out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
+    if quantize_input is None:
+        quantize_input = default_quantize_input()
+    _quantized_linear(x.device, x2, qweight, bias, out2, bool(quantize_input))
+    return out
+
+
+def quantized_linear_cpu_unchecked(x2: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None,
+                                   out2: torch.Tensor, quantize_input: bool) -> None:
+    """The CPU kernel without Python-side validation (the layers' hot path): ``x2 [M, K]``,
+    ``out2 [M, N]``. The C++ kernel still checks every shape, dtype and stride (ValueError)."""
+    _native.cpu_module().quantized_linear(view(out2), view(x2), view(qweight.data), qweight.qtype,
+                                          optional_view(bias), quantize_input)
+
+
+def quantized_embedding(ids: torch.Tensor, qweight: QuantizedTensor, dtype: torch.dtype = torch.float32, *,
+                        out: torch.Tensor | None = None) -> torch.Tensor:
+    """``ids [...]`` (int32/int64, each in ``[0, vocab)``) -> ``out [..., hidden]`` = rows of
+    ``dequant(qweight) [vocab, hidden]`` in ``dtype`` (float32/float16/bfloat16; out's dtype when given)."""
+    check_tensor("ids", ids, dtypes=INDEX_DTYPES)
+    qweight = _check_qweight(qweight, ids.device)
+    vocab, hidden = qweight.shape
+    if out is not None:
+        check_tensor("out", out, dtypes=FLOAT_DTYPES)
+        dtype = out.dtype
+    elif dtype not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    out = check_out(out, (*ids.shape, hidden), torch.empty(0, dtype=dtype, device=ids.device))
+    ids1 = ids.reshape(-1)
+    if ids1.numel() and not ids1.is_contiguous():
+        ids1 = ids1.contiguous()
+    if ids1.numel() and (int(ids1.min()) < 0 or int(ids1.max()) >= vocab):
+        bad = ids1[(ids1 < 0) | (ids1 >= vocab)][0].item()
+        raise ValueError(f"ids must be in [0, {vocab}) (qweight's rows), got {bad}")
+    _quantized_embedding(ids.device, ids1, qweight, out.view(math.prod(ids.shape), hidden))
+    return out
+
+
+def quantized_embedding_cpu_unchecked(ids1: torch.Tensor, qweight: QuantizedTensor, out2: torch.Tensor) -> None:
+    """The CPU kernel without Python-side validation: ``ids1 [T]``, ``out2 [T, hidden]``; the kernel
+    checks shapes and dtypes and that every id is in range (ValueError) before writing."""
+    _native.cpu_module().quantized_embedding(view(out2), view(ids1), view(qweight.data), qweight.qtype)
+
+
+# Backends. Each takes validated arguments.
+@_quantized_linear.register("reference")
+def _quantized_linear_ref(x, qweight, bias, out, quantize_input):
+    out.copy_(quantized_linear_reference(x, qweight, bias, quantize_input))
+
+
+_quantized_linear.register("cpu", quantized_linear_cpu_unchecked)
+
+
+@_quantized_embedding.register("reference")
+def _quantized_embedding_ref(ids, qweight, out):
+    out.copy_(quantized_embedding_reference(ids, qweight, out.dtype))
+
+
+_quantized_embedding.register("cpu", quantized_embedding_cpu_unchecked)
+# No Triton / CUDA kernels yet: on GPUs the ops run the reference (dequantize, then matmul).
