@@ -79,8 +79,8 @@ def tokenizer_info(tokenizer, vocab_size: int):
     tokens = [tokenizer.id_to_token(i) or "" for i in range(size)]
     for i, token in enumerate(tokens):
         # A special token vanishes from skip_special_tokens text: the grammar must never count on it.
-        if token and tokenizer.decode([i], skip_special_tokens=True) == "" \
-                and tokenizer.decode([i], skip_special_tokens=False) != "":
+        if token and not tokenizer.decode([i], skip_special_tokens=True) \
+                and tokenizer.decode([i], skip_special_tokens=False):
             tokens[i] = ""
     vocab_type = _vocab_type(xgr, tokens)
     first = tokenizer.encode("a", add_special_tokens=False)
@@ -249,10 +249,11 @@ class GrammarLogitsProcessor:
         if not self._closing and remaining <= self._check_at:
             distance = self._closing_distance(remaining)
             self._closing = distance + _SLACK >= remaining
-            # Far from the end, look again in a few tokens; nearer, every token (the distance may jump
-            # when the model opens an object with required keys).
-            far = remaining > 4 * (distance + _SLACK) + 32
-            self._check_at = remaining - (_CHECK_EVERY if far else 1)
+            # Far from the danger zone, look again halfway there (at least _CHECK_EVERY tokens on); inside
+            # it, every token: the distance may jump when the model opens an object with required keys.
+            # The check walks the whole closing path, so checking rarely when far keeps its cost linear.
+            danger = 4 * (distance + _SLACK) + 32
+            self._check_at = remaining - (max(_CHECK_EVERY, (remaining - danger) // 2) if remaining > danger else 1)
         return self._closing_choice(self._bits) if self._closing else None
 
     def _closing_choice(self, bits: np.ndarray) -> int | None:
