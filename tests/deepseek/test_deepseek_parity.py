@@ -82,10 +82,12 @@ def test_greedy_continuation_identical_for_64_tokens(request, fixture):
     assert seq.finish_reason == "length"
 
 
-def test_batch_of_two_lengths_matches_each_alone(v3_checkpoint):
+@pytest.mark.parametrize("prefill_budget", [512, 16])
+def test_batch_of_two_lengths_matches_each_alone(v3_checkpoint, prefill_budget):
+    """43 and 17 tokens: prefilled together (or in 16-token chunks beside the other's decode), then batched decode."""
     hf, folder = v3_checkpoint
-    plugin = load_plugin(folder)
-    prompts = [list(range(7, 50)), list(range(100, 117))]  # 43 and 17 tokens: prefilled together, then batched decode
+    plugin = load_plugin(folder, prefill_budget=prefill_budget)
+    prompts = [list(range(7, 50)), list(range(100, 117))]
     seqs = plugin.engine.generate(prompts, greedy(24, ignore_eos=True))
     assert [s.output_token_ids for s in seqs] == [hf_greedy(hf, p, 24) for p in prompts]
 
