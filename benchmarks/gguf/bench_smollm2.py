@@ -169,6 +169,8 @@ def chart(results: dict, bound: float, path: Path) -> None:
     right.bar(names, [results[n]["prompt_tps"] for n in names], color="#37a")
     right.set_title(f"prompt ({PROMPT_TOKENS} tokens)")
     right.set_ylabel("tokens/s")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.suptitle("SmolLM2-135M-Instruct Q4_1, CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--llama-cpp-python", help="python of a virtual environment with llama-cpp-python")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--int8-inputs", action="store_true",
+                        help="also measure ours with INFERENCE_PIO_QUANTIZE_INPUT=1 (Q8 activations, as llama.cpp)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/smollm2-cpu.md"))
     parser.add_argument("--new-tokens", type=int, default=NEW_TOKENS, help="decode length (smaller for a smoke run)")
     parser.add_argument("--prompt-tokens", type=int, default=PROMPT_TOKENS)
@@ -201,6 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     long_prompt = (tokenizer.encode(TEXT) * (PROMPT_TOKENS // 40 + 1))[:PROMPT_TOKENS]
     results = {"inference-pio": measure_ours(path, chat, long_prompt, args.repeats)}
     print("inference-pio", {k: v for k, v in results["inference-pio"].items() if k != "tokens"}, flush=True)
+    if args.int8_inputs:  # llama.cpp's scheme: activations rounded to Q8 blocks, integer dot products
+        os.environ["INFERENCE_PIO_QUANTIZE_INPUT"] = "1"
+        results["inference-pio int8-in"] = measure_ours(path, chat, long_prompt, args.repeats)
+        del os.environ["INFERENCE_PIO_QUANTIZE_INPUT"]
+        print("inference-pio int8-in", {k: v for k, v in results["inference-pio int8-in"].items() if k != "tokens"},
+              flush=True)
     if not args.skip_transformers:
         results["transformers"] = measure_transformers(path, chat, long_prompt, args.repeats)
         print("transformers", {k: v for k, v in results["transformers"].items() if k != "tokens"}, flush=True)
