@@ -52,10 +52,14 @@ def paged_latent_attention(query: torch.Tensor, cache: torch.Tensor, meta, scale
 
 def latent_attention_torch(query: torch.Tensor, cache: torch.Tensor, meta, scale: float,
                            out: torch.Tensor) -> torch.Tensor:
-    """The torch path: per sequence, gather its rows ``[len_k, D]`` once, scores for all heads
-    against them, causal (bottom-right aligned) softmax in float32, weighted sum of the rows.
+    """The torch path: scores of every head against each cached row (gathered once, not per head),
+    causal (bottom-right aligned) softmax in float32, weighted sum of the rows.
 
-    Reads ``cu_seqlens`` / ``context_lens`` on the host (a device sync on GPUs)."""
+    Decode steps run batched over the sequences (rows padded to the longest context, masked);
+    other steps go sequence by sequence, reading ``cu_seqlens_q`` / ``context_lens`` on the host.
+    """
+    if meta.is_decode:
+        return _decode_torch(query, cache, meta, scale, out)
     block_size, dim = cache.shape[1], cache.shape[-1]
     rows_all = cache.view(-1, dim)
     cu_q = meta.cu_seqlens_q.tolist()
@@ -74,3 +78,16 @@ def latent_attention_torch(query: torch.Tensor, cache: torch.Tensor, meta, scale
         probs = torch.softmax(scores, dim=-1)
         out[q0:q1] = torch.einsum("hqk,kd->qhd", probs, rows).to(out.dtype)
     return out
+
+
+def _decode_torch(query: torch.Tensor, cache: torch.Tensor, meta, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """One query per sequence: ``[S, H, D]`` against its rows gathered block-wise to ``[S, K, D]``."""
+    block_size, dim = cache.shape[1], cache.shape[-1]
+    num_blocks = -(-meta.max_seqlen_k // block_size)
+    acc = torch.promote_types(query.dtype, torch.float32)
+    tables = meta.block_tables[:, :num_blocks].long()  # padding ids are valid blocks; their rows are masked
+    rows = cache[tables].view(tables.shape[0], num_blocks * block_size, dim).to(acc)
+    scores = torch.einsum("shd,skd->shk", query.to(acc), rows) * scale
+    beyond = torch.arange(rows.shape[1], device=cache.device)[None, :] >= meta.context_lens[:, None]
+    probs = torch.softmax(scores.masked_fill_(beyond[:, None, :], float("-inf")), dim=-1)
+    return out.copy_(torch.einsum("shk,skd->shd", probs, rows))
