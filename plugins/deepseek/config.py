@@ -176,6 +176,12 @@ class DeepSeekConfig(BaseConfig):
         return "DeepSeek"
 
     @classmethod
+    def from_gguf(cls, gguf: Any, **overrides: Any) -> "DeepSeekConfig":
+        """Not supported yet: the plugin reads safetensors checkpoints (a clear error instead of a
+        missing method when ``Llama_Plugin.load`` is handed a ``.gguf`` file)."""
+        raise ConfigError("DeepSeek-V2/V3 GGUF files are not supported yet; load the safetensors checkpoint folder")
+
+    @classmethod
     def from_pretrained_config(cls, config_json: dict[str, Any], **overrides: Any) -> "DeepSeekConfig":
         if config_json.get("model_type") not in MODEL_TYPES:
             raise ConfigError(f"not a DeepSeek-V2/V3 checkpoint: model_type {config_json.get('model_type')!r}, "

@@ -166,3 +166,16 @@ def test_deepseek_v2_lite_config_json():
     assert [cfg.is_moe_layer(i) for i in (0, 1, 26)] == [False, True, True]
     assert cfg.eos_token_ids == (100001,) and not cfg.rope_is_neox
     assert not kernels_support(cfg.latent_dim)  # 576-dim rows: the torch attention path
+
+
+def test_gguf_file_is_refused_with_a_clear_error(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "deepseek2")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    plugin = DeepSeek_Plugin()
+    assert plugin.initialize(model_path=str(path)) is False
+    assert isinstance(plugin.init_error, ConfigError) and "GGUF" in str(plugin.init_error)
