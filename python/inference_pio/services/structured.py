@@ -119,6 +119,7 @@ class GrammarBackend:
         self._compiler = xgr.GrammarCompiler(self.info, cache_enabled=False)  # our own LRU below
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
+        self._min_tokens: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self.closing_token_ids = self._closing_token_ids(tokenizer)
         self._utf8_tables()
@@ -198,8 +199,11 @@ class GrammarBackend:
 
     def min_tokens(self, schema: Any, limit: int = 4096) -> int:
         """Tokens (EOS included) of the shortest output the closing path finds for ``schema`` (``limit`` if
-        more): a budget below it cannot hold a valid answer."""
-        return self.processor(schema)._closing_distance(limit)
+        more): a budget below it cannot hold a valid answer. Deterministic, so cached per schema."""
+        key = (OutputSchema.of(schema).key, limit)
+        if key not in self._min_tokens:
+            self._min_tokens[key] = self.processor(schema)._closing_distance(limit)
+        return self._min_tokens[key]
 
 
 class GrammarLogitsProcessor:
