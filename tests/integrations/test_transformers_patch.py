@@ -200,3 +200,12 @@ def test_other_architectures_are_refused_by_name():
         apply_inference_pio(model)
     with pytest.raises(ValueError, match="model_type None"):
         apply_inference_pio(torch.nn.Linear(2, 2))
+
+
+def test_a_non_silu_mlp_is_refused_before_anything_is_patched():
+    model = hf_model(num_hidden_layers=1, hidden_act="gelu")
+    with pytest.raises(ValueError, match="hidden_act is 'gelu'"):
+        apply_inference_pio(model)
+    assert "_inference_pio_patch" not in model.__dict__ and model.config._attn_implementation != "inference_pio"
+    with patched(model, swiglu=False) as patch:  # the other pieces still apply
+        assert "swiglu" not in patch.applied and "rms_norm" in patch.applied

@@ -12,9 +12,10 @@ import copy
 import pytest
 import torch
 
+from inference_pio.engine.generate import greedy
 from inference_pio.plugins.mistral import Mistral_Plugin
-from tests.llama.checkpoints import (assert_bfloat16_parity, assert_greedy_parity, hf_logits, hf_model, load_plugin,
-                                     random_tokens, teacher_forced_logits, write_checkpoint)
+from tests.llama.checkpoints import (assert_bfloat16_parity, assert_greedy_parity, hf_greedy, hf_logits, hf_model,
+                                     load_plugin, random_tokens, teacher_forced_logits, write_checkpoint)
 
 WINDOW = 37
 
@@ -56,6 +57,14 @@ def test_greedy_continuation_identical_for_64_tokens(windowed):
     hf, folder = windowed
     # 36-token prompt + 64 = 100 tokens: the window slides over the last 63 steps.
     assert_greedy_parity(hf, load_plugin(Mistral_Plugin, folder), list(range(5, 41)), 64)
+
+
+def test_batched_decode_gives_each_sequence_its_own_greedy_tokens(windowed):
+    """Two prompts of different lengths decode in one batch, each window sliding at its own offset."""
+    hf, folder = windowed
+    prompts = [random_tokens(30, seed=5), random_tokens(45, seed=6)]
+    seqs = load_plugin(Mistral_Plugin, folder).engine.generate(prompts, greedy(40, ignore_eos=True))
+    assert [s.output_token_ids for s in seqs] == [hf_greedy(hf, p, 40) for p in prompts]
 
 
 def test_bfloat16_logits_within_tolerance(windowed):

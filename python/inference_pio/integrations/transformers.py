@@ -173,7 +173,7 @@ def _attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value:
     b, h, sq, d = query.shape
     kvh, sk = key.shape[1], key.shape[2]
     if (attention_mask is not None or dropout or sk < sq or kwargs.get("softcap") is not None
-            or kwargs.get("output_attentions") or not getattr(module, "is_causal", True)
+            or kwargs.get("output_attentions") or not kwargs.get("is_causal", getattr(module, "is_causal", True))
             or not _kernels_apply(query, key, value)):
         return _sdpa_fallback(module, query, key, value, attention_mask, scaling, dropout, sliding_window, **kwargs)
     g = h // kvh
@@ -265,6 +265,8 @@ def apply_inference_pio(model: nn.Module, *, rms_norm: bool = True, rope: bool =
     if model_type not in SUPPORTED:
         raise ValueError(f"apply_inference_pio supports transformers models of type {', '.join(SUPPORTED)}; "
                          f"got {type(model).__name__} (model_type {model_type!r})")
+    if swiglu and config.hidden_act not in ("silu", "swish"):
+        raise ValueError(f"swiglu=True needs a SiLU MLP; this model's hidden_act is {config.hidden_act!r}")
     patch = model.__dict__.get(_PATCH_ATTR)
     if patch is None:
         modeling = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
@@ -292,8 +294,6 @@ def _apply_rms_norm(patch: InferencePioPatch, prefix: str) -> None:
 
 
 def _apply_swiglu(patch: InferencePioPatch, prefix: str) -> None:
-    if patch.model.config.hidden_act not in ("silu", "swish"):
-        raise ValueError(f"swiglu=True needs a SiLU MLP; this model's hidden_act is {patch.model.config.hidden_act!r}")
     mlp_class = getattr(patch.modeling, f"{prefix}MLP")
     for name, m in patch.model.named_modules():
         if type(m) is mlp_class:

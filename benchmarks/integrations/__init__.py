@@ -1,0 +1,1 @@
+"""Benchmarks of the bridges to other libraries (transformers)."""
