@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Literal
 
+import pydantic
 import pytest
 
 from inference_pio.models import LocalModelManager, ModelType
@@ -12,6 +14,12 @@ from tests.server.chat_checkpoint import write_chat_checkpoint
 
 MODEL_ID = "local/llama/tiny"
 LOAD = {"dtype": "float32", "max_seq_len": 1024}
+
+
+class Capital(pydantic.BaseModel):
+    country: str = pydantic.Field(max_length=16)
+    city: str = pydantic.Field(max_length=16)
+    confidence: Literal["low", "high"]
 
 
 @pytest.fixture(scope="session")

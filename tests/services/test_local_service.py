@@ -5,22 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Dict, Literal
+from typing import Dict
 
-import pydantic
 import pytest
 import torch
 
 from inference_pio.models import ModelType
 from inference_pio.services import (DeepSeekService, LlamaService, ModerationCheck, SchemaError, UnknownModelError,
                                     local_service)
-from tests.services.conftest import LOAD, MODEL_ID
-
-
-class Capital(pydantic.BaseModel):
-    country: str = pydantic.Field(max_length=16)
-    city: str = pydantic.Field(max_length=16)
-    confidence: Literal["low", "high"]
+from tests.services.conftest import LOAD, MODEL_ID, Capital
 
 
 def run(coro):

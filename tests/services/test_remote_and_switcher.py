@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Dict, Literal
+from typing import Dict
 
-import pydantic
 import pytest
 
 from inference_pio.services import (AllModelsFailedError, ModelSwitcher, OpenAIRemoteService, OutputValidationError,
                                     RemoteServiceError, UnknownModelError)
-from tests.services.conftest import MODEL_ID
+from tests.services.conftest import MODEL_ID, Capital
 from tests.services.fault_server import FaultServer, free_port
 
 ANSWER = {"country": "France", "city": "Paris", "confidence": "high"}
-
-
-class Capital(pydantic.BaseModel):
-    country: str = pydantic.Field(max_length=16)
-    city: str = pydantic.Field(max_length=16)
-    confidence: Literal["low", "high"]
 
 
 def run(coro):
