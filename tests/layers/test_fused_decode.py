@@ -237,3 +237,50 @@ def test_a_prefill_step_is_refused(decode_step):
     with pytest.raises(ValueError, match="needs a decode step"):
         decoder(torch.arange(4), torch.arange(4), meta, cache.key_caches, cache.value_caches)
 
+
+# ----- quantized weights (GGUF blocks) -----
+
+Q4_0, Q4_1, Q8_0 = 2, 3, 8  # ggml type ids
+QUANTIZED = {"self_attn.qkv_proj": Q4_1, "self_attn.o_proj": Q8_0, "mlp.gate_up_proj": Q4_0, "mlp.down_proj": Q4_1}
+
+
+def quantize_model(model, quantize_input: bool) -> None:
+    """Every projection and the embedding as GGUF blocks (mixed types); layer 1's qkv kept as a
+    row-split projection of a Q4_1 q, a Q8_0 k and a dense v, as a GGUF with mixed types loads."""
+    from inference_pio.layers import Linear, QuantizedLinear, swap_in_quantized
+    from inference_pio.plugins.llama.gguf import RowSplitLinear
+    from inference_pio.quant import QuantizedTensor
+
+    state = {}
+    for i, layer in enumerate(model.layers):
+        for path, qtype in QUANTIZED.items():
+            module = layer.get_submodule(path)
+            state[f"layers.{i}.{path}.weight"] = QuantizedTensor.quantize(module.weight, qtype)
+            if module.bias is not None:
+                state[f"layers.{i}.{path}.bias"] = module.bias
+    state["embed_tokens.weight"] = QuantizedTensor.quantize(model.embed_tokens.weight, Q8_0)
+    state["lm_head.weight"] = QuantizedTensor.quantize(model.lm_head.weight, Q8_0)
+    attn = model.layers[1].self_attn
+    w, c = attn.qkv_proj.weight, model.config
+    q, k, v = w.split([c.q_size, c.kv_size, c.kv_size])
+    dense_v = Linear(v.shape[1], v.shape[0], False, v.dtype)
+    dense_v.weight = nn.Parameter(v.clone(), requires_grad=False)
+    del state["layers.1.self_attn.qkv_proj.weight"]
+    swap_in_quantized(model, state)
+    attn.qkv_proj = RowSplitLinear([QuantizedLinear(QuantizedTensor.quantize(q, Q4_1)),
+                                    QuantizedLinear(QuantizedTensor.quantize(k, Q8_0)), dense_v])
+    for module in model.modules():
+        if isinstance(module, QuantizedLinear):
+            module.quantize_input = quantize_input
+
+
+@pytest.mark.parametrize("quantize_input", [False, True], ids=["exact", "int8_input"])
+def test_quantized_weights_fused_step_matches_per_op_step(gqa_folder, monkeypatch, quantize_input):
+    plugin = load_plugin(Llama_Plugin, gqa_folder)
+    reference = fused_and_unfused_decode(load_plugin(Llama_Plugin, gqa_folder), monkeypatch, 3)[0]
+    quantize_model(plugin.model, quantize_input)
+    unfused, fused = fused_and_unfused_decode(plugin, monkeypatch, 3)
+    assert_float32_close(fused, unfused)
+    # The blocks were used (the logits moved) and hold the same model (the logits point the same way).
+    assert not torch.allclose(unfused, reference, rtol=1e-3, atol=1e-3)
+    assert torch.nn.functional.cosine_similarity(unfused.flatten(), reference.flatten(), dim=0) > 0.9

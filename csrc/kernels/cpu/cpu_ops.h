@@ -36,4 +36,19 @@ void paged_decode_attention(const TensorView& out, const TensorView& query, cons
 // out [rows, d] = silu(x[:, :d]) * x[:, d:]; activation.cpp.
 void silu_and_mul(const TensorView& out, const TensorView& x);
 
+// The quantized kernels are declared weak: should a build lack their C++ entry points (a kernel
+// file keeping them internal), these resolve to null instead of failing the module's import, and
+// quantized_kernels_callable() says so (DecoderPlan then refuses quantized weights by name).
+
+// out [M, N] = x [M, K] . dequant(weight)[N, K]^T (+ bias [N]), weight uint8 GGUF blocks of ggml type
+// qtype; quantize_input: x rounded to int8 blocks first (Q8_0/Q4_0/Q4_1); quantized_linear.cpp.
+__attribute__((weak)) void quantized_linear(const TensorView& out, const TensorView& x, const TensorView& weight,
+                                            int qtype, const std::optional<TensorView>& bias, bool quantize_input);
+
+// out [T, hidden] = dequant(weight)[ids [T]], weight uint8 GGUF blocks; quantized_embedding.cpp.
+__attribute__((weak)) void quantized_embedding(const TensorView& out, const TensorView& ids, const TensorView& weight,
+                                               int qtype);
+
+inline bool quantized_kernels_callable() { return &quantized_linear != nullptr && &quantized_embedding != nullptr; }
+
 }  // namespace pio::cpu

@@ -23,6 +23,7 @@
 #include "cpu_ops.h"
 #include "dispatch.h"
 #include "pio/pybind_tensor_view.h"
+#include "quantized_blocks.h"
 
 namespace pio::cpu {
 namespace {
@@ -44,38 +45,102 @@ TensorView rows_view(void* data, DType dtype, int64_t rows, int64_t cols) {
   return make_view(data, dtype, {rows, cols}, {cols, 1});
 }
 
-// A projection weight [N, K]: dense in the activation dtype, with an optional bias [N].
-struct PlanWeight {
+// A slice of a projection's output rows: dense [rows, K] in the activation dtype, or GGUF blocks
+// (uint8 [rows, K / block_elems * block_bytes], quantized_blocks.h), with an optional bias [rows].
+struct WeightPart {
   TensorView weight;
   std::optional<TensorView> bias;
+  int qtype = -1;  // ggml type id; -1: dense
+  bool quantize_input = false;
+  int64_t rows = 0, cols = 0;
 
-  int64_t rows() const { return weight.size(0); }
-  int64_t cols() const { return weight.size(1); }
-
-  static PlanWeight dense(const TensorView& weight, const std::optional<TensorView>& bias) {
-    return PlanWeight{weight, bias};
-  }
-
-  // Checks the weight once at plan construction so the step itself cannot fail on it.
-  void check(const char* name, DType dtype, int64_t n, int64_t k) const {
-    check_cpu(weight, name);
-    check_not_null(weight, name);
-    PIO_CHECK(weight.ndim == 2 && weight.size(0) == n && weight.size(1) == k, name, " must have shape [", n, ", ", k,
-              "], got ", weight.shape_str());
-    PIO_CHECK(weight.dtype == dtype, name, " must be ", dtype_name(dtype), " (the activation dtype), got ",
-              dtype_name(weight.dtype));
-    check_contiguous(weight, name);
+  void check(const std::string& name, DType dtype) const {
+    const char* n = name.c_str();
+    check_cpu(weight, n);
+    check_not_null(weight, n);
+    check_ndim(weight, n, 2);
+    check_contiguous(weight, n);
+    if (qtype < 0) {
+      PIO_CHECK(weight.dtype == dtype, name, " must be ", dtype_name(dtype), " (the activation dtype), got ",
+                dtype_name(weight.dtype));
+    } else {
+      const QTypeInfo info = qtype_info(qtype);
+      PIO_CHECK(quantized_kernels_callable(), name, ": this build's quantized kernels are not callable from C++");
+      check_dtype(weight, n, DType::UInt8);
+      PIO_CHECK(cols % info.block_elems == 0, name, ": ", cols, " columns are not a multiple of the ", info.name,
+                " block size ", info.block_elems);
+      const int64_t row_bytes = cols / info.block_elems * info.block_bytes;
+      PIO_CHECK(weight.size(1) == row_bytes, name, " must be uint8 [", rows, ", ", row_bytes, "] (", info.name,
+                " blocks of ", cols, " columns), got ", weight.shape_str());
+    }
     if (bias) {
-      const std::string bn = std::string(name) + ".bias";
+      const std::string bn = name + ".bias";
       check_cpu(*bias, bn.c_str());
       check_not_null(*bias, bn.c_str());
-      PIO_CHECK(bias->ndim == 1 && bias->size(0) == n, bn, " must have shape [", n, "], got ", bias->shape_str());
+      PIO_CHECK(bias->ndim == 1 && bias->size(0) == rows, bn, " must have shape [", rows, "], got ", bias->shape_str());
       PIO_CHECK(bias->dtype == dtype, bn, " must be ", dtype_name(dtype), ", got ", dtype_name(bias->dtype));
       check_contiguous(*bias, bn.c_str());
     }
   }
 
-  void apply(const TensorView& out, const TensorView& x) const { linear(out, x, weight, bias); }
+  void apply(const TensorView& out, const TensorView& x) const {
+    if (qtype < 0) linear(out, x, weight, bias);
+    else quantized_linear(out, x, weight, qtype, bias, quantize_input);
+  }
+};
+
+// A projection [N, K] whose output rows are one part or several concatenated (a fused qkv whose
+// q/k/v blocks have different GGUF types, say). Each part writes its own columns of out.
+struct PlanWeight {
+  std::vector<WeightPart> parts;
+
+  int64_t rows() const {
+    int64_t n = 0;
+    for (const WeightPart& p : parts) n += p.rows;
+    return n;
+  }
+  int64_t cols() const { return parts.empty() ? 0 : parts[0].cols; }
+
+  static PlanWeight dense(const TensorView& weight, const std::optional<TensorView>& bias) {
+    PIO_CHECK(weight.ndim == 2, "weight must be 2-D [N, K], got shape ", weight.shape_str());
+    return PlanWeight{{WeightPart{weight, bias, -1, false, weight.size(0), weight.size(1)}}};
+  }
+  static PlanWeight quantized(const TensorView& blocks, int qtype, int64_t cols, const std::optional<TensorView>& bias,
+                              bool quantize_input) {
+    PIO_CHECK(blocks.ndim == 2, "blocks must be 2-D uint8 [N, row_bytes], got shape ", blocks.shape_str());
+    qtype_info(qtype);  // an unknown type fails here, by name
+    return PlanWeight{{WeightPart{blocks, bias, qtype, quantize_input, blocks.size(0), cols}}};
+  }
+  static PlanWeight concat(const std::vector<PlanWeight>& pieces) {
+    PlanWeight w;
+    for (const PlanWeight& p : pieces) w.parts.insert(w.parts.end(), p.parts.begin(), p.parts.end());
+    PIO_CHECK(!w.parts.empty(), "concat needs at least one weight");
+    return w;
+  }
+
+  // Checked once at plan construction so the step itself cannot fail on a weight.
+  void check(const char* name, DType dtype, int64_t n, int64_t k) const {
+    PIO_CHECK(!parts.empty(), name, " has no weight");
+    PIO_CHECK(rows() == n && cols() == k, name, " must have shape [", n, ", ", k, "], got [", rows(), ", ", cols(), "]");
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const std::string pn = parts.size() == 1 ? std::string(name) : std::string(name) + ".parts[" + std::to_string(i) + "]";
+      PIO_CHECK(parts[i].cols == k, pn, " must have ", k, " columns, got ", parts[i].cols);
+      parts[i].check(pn, dtype);
+    }
+  }
+
+  void apply(const TensorView& out, const TensorView& x) const {
+    if (parts.size() == 1) return parts[0].apply(out, x);
+    const int64_t es = dtype_size(out.dtype);
+    int64_t n0 = 0;
+    for (const WeightPart& p : parts) {
+      TensorView slice = out;  // columns [n0, n0 + p.rows) of every row
+      slice.data = static_cast<char*>(out.data) + n0 * es;
+      slice.shape[1] = p.rows;
+      p.apply(slice, x);
+      n0 += p.rows;
+    }
+  }
 };
 
 // One decoder layer's weights and attention settings.
@@ -126,9 +191,9 @@ class Arena {
 class DecoderPlan {
  public:
   DecoderPlan(int dtype_code, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool is_neox,
-              const TensorView& embedding, std::vector<PlanLayer> layers, const TensorView& final_norm, double final_eps,
+              PlanWeight embedding, std::vector<PlanLayer> layers, const TensorView& final_norm, double final_eps,
               PlanWeight lm_head, const TensorView& cos_sin_cache)
-      : H_(num_heads), KVH_(num_kv_heads), D_(head_dim), is_neox_(is_neox), embedding_(embedding),
+      : H_(num_heads), KVH_(num_kv_heads), D_(head_dim), is_neox_(is_neox), embedding_(std::move(embedding)),
         layers_(std::move(layers)), final_norm_(final_norm), final_eps_(final_eps), lm_head_(std::move(lm_head)),
         cos_sin_(cos_sin_cache) {
     PIO_CHECK(dtype_code >= 0 && dtype_code <= 2, "dtype must be float32, float16 or bfloat16 (codes 0-2), got code ",
@@ -138,15 +203,15 @@ class DecoderPlan {
               KVH_, ")");
     PIO_CHECK(D_ >= 1, "head_dim must be positive, got ", D_);
     PIO_CHECK(!layers_.empty(), "layers must not be empty");
-    check_cpu(embedding_, "embedding");
-    check_not_null(embedding_, "embedding");
-    check_ndim(embedding_, "embedding", 2);
-    PIO_CHECK(embedding_.dtype == dtype_, "embedding must be ", dtype_name(dtype_), ", got ", dtype_name(embedding_.dtype));
-    check_contiguous(embedding_, "embedding");
-    vocab_in_ = embedding_.size(0);
-    hidden_ = embedding_.size(1);
-    PIO_CHECK(hidden_ >= 1, "embedding must have a positive hidden size, got shape ", embedding_.shape_str());
-    intermediate_ = layers_[0].gate_up.weight.ndim == 2 ? layers_[0].gate_up.rows() / 2 : 0;
+    PIO_CHECK(embedding_.parts.size() == 1, "embedding must be one table [vocab, hidden], got ", embedding_.parts.size(),
+              " parts");
+    vocab_in_ = embedding_.rows();
+    hidden_ = embedding_.cols();
+    PIO_CHECK(hidden_ >= 1 && vocab_in_ >= 1, "embedding must be [vocab, hidden] with both positive, got [", vocab_in_,
+              ", ", hidden_, "]");
+    embedding_.check("embedding", dtype_, vocab_in_, hidden_);
+    PIO_CHECK(!embedding_.parts[0].bias, "embedding must have no bias");
+    intermediate_ = layers_[0].gate_up.rows() / 2;
     PIO_CHECK(intermediate_ >= 1, "layers[0].gate_up must have a positive even number of rows [2 * intermediate, hidden]");
     for (size_t i = 0; i < layers_.size(); ++i) {
       const PlanLayer& l = layers_[i];
@@ -163,7 +228,6 @@ class DecoderPlan {
                 *l.sliding_window);
     }
     check_norm(final_norm_, "final_norm", dtype_, hidden_, final_eps_);
-    PIO_CHECK(lm_head_.weight.ndim == 2, "lm_head must be 2-D [vocab, hidden], got ", lm_head_.weight.shape_str());
     lm_head_.check("lm_head", dtype_, lm_head_.rows(), hidden_);
     check_cpu(cos_sin_, "cos_sin_cache");
     check_not_null(cos_sin_, "cos_sin_cache");
@@ -208,6 +272,7 @@ class DecoderPlan {
     check_ndim(input_ids, "input_ids", 1);
     check_dtype(input_ids, "input_ids", DType::Int64);
     const int64_t T = input_ids.size(0);
+    PIO_CHECK(T <= 1 || input_ids.stride(0) == 1, "input_ids must be contiguous, got stride ", input_ids.stride(0));
     check_cpu(logits, "logits");
     check_not_null(logits, "logits");
     check_ndim(logits, "logits", 2);
@@ -219,7 +284,7 @@ class DecoderPlan {
     // of the first layer before they write anything the step does not own.
     const int64_t* ids = input_ids.ptr<int64_t>();
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t id = ids[t * input_ids.stride(0)];
+      const int64_t id = ids[t];
       PIO_CHECK(id >= 0 && id < vocab_in_, "input_ids[", t, "] = ", id, " is out of range [0, ", vocab_in_, ")");
     }
 
@@ -241,9 +306,14 @@ class DecoderPlan {
     const TensorView key = make_view(at[2] + q_size() * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
     const TensorView value = make_view(at[2] + (q_size() + kv_size()) * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
 
-    const char* table = static_cast<const char*>(embedding_.data);
-    for (int64_t t = 0; t < T; ++t)
-      std::memcpy(at[0] + t * hidden_ * es, table + ids[t * input_ids.stride(0)] * hidden_ * es, size_t(hidden_ * es));
+    const WeightPart& table = embedding_.parts[0];
+    if (table.qtype < 0) {
+      const char* rows = static_cast<const char*>(table.weight.data);
+      for (int64_t t = 0; t < T; ++t)
+        std::memcpy(at[0] + t * hidden_ * es, rows + ids[t] * hidden_ * es, size_t(hidden_ * es));
+    } else {
+      quantized_embedding(residual, input_ids, table.weight, table.qtype);
+    }
 
     for (size_t i = 0; i < layers_.size(); ++i) {
       const PlanLayer& l = layers_[i];
@@ -276,7 +346,7 @@ class DecoderPlan {
   DType dtype_ = DType::Float32;
   int64_t H_, KVH_, D_;
   bool is_neox_;
-  TensorView embedding_;
+  PlanWeight embedding_;
   std::vector<PlanLayer> layers_;
   TensorView final_norm_;
   double final_eps_;
@@ -296,7 +366,14 @@ PIO_CPU_BINDINGS(decoder_step) {
   using namespace pio::cpu;
   py::class_<PlanWeight>(m, "PlanWeight", "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
       .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
-                  "weight [N, K] contiguous in the activation dtype, bias [N] or None");
+                  "weight [N, K] contiguous in the activation dtype, bias [N] or None")
+      .def_static("quantized", &PlanWeight::quantized, py::arg("blocks"), py::arg("qtype"), py::arg("cols"),
+                  py::arg("bias") = py::none(), py::arg("quantize_input") = false,
+                  "GGUF blocks uint8 [N, cols / block_elems * block_bytes] of ggml type qtype; bias [N] or None "
+                  "(activation dtype); quantize_input as in quantized_linear")
+      .def_static("concat", &PlanWeight::concat, py::arg("parts"),
+                  "the weights' output rows one after another (a fused projection kept in parts)")
+      .def_property_readonly("shape", [](const PlanWeight& w) { return py::make_tuple(w.rows(), w.cols()); });
   py::class_<PlanLayer>(m, "PlanLayer", "One decoder layer's weights and attention settings for DecoderPlan")
       .def(py::init([](const pio::TensorView& input_norm, double input_eps, PlanWeight qkv, PlanWeight o_proj,
                        const pio::TensorView& post_norm, double post_eps, PlanWeight gate_up, PlanWeight down,
@@ -309,7 +386,7 @@ PIO_CPU_BINDINGS(decoder_step) {
   py::class_<DecoderPlan>(m, "DecoderPlan",
                           "A Llama-family decode step in C++ (see csrc/kernels/cpu/decoder_step.cpp); "
                           "holds views: the caller keeps every tensor alive")
-      .def(py::init<int, int64_t, int64_t, int64_t, bool, const pio::TensorView&, std::vector<PlanLayer>,
+      .def(py::init<int, int64_t, int64_t, int64_t, bool, PlanWeight, std::vector<PlanLayer>,
                     const pio::TensorView&, double, PlanWeight, const pio::TensorView&>(),
            py::arg("dtype"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("is_neox"),
            py::arg("embedding"), py::arg("layers"), py::arg("final_norm"), py::arg("final_eps"), py::arg("lm_head"),

@@ -47,6 +47,9 @@ void embedding_impl(QType qtype, const TensorView& out, const I* ids, const Tens
   });
 }
 
+}  // namespace
+
+// Public entry point (declared in cpu_ops.h, called by decoder_step.cpp too).
 void quantized_embedding(const TensorView& out, const TensorView& ids, const TensorView& weight, int qtype) {
   const QTypeInfo info = qtype_info(qtype);
   check_cpu(ids, "ids");
@@ -85,7 +88,6 @@ void quantized_embedding(const TensorView& out, const TensorView& ids, const Ten
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(quantized_embedding) {

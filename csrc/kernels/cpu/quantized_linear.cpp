@@ -410,6 +410,9 @@ void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView&
   }
 }
 
+}  // namespace
+
+// Public entry point (declared in cpu_ops.h, called by decoder_step.cpp too).
 void quantized_linear(const TensorView& out, const TensorView& x, const TensorView& weight, int qtype,
                       const std::optional<TensorView>& bias, bool quantize_input) {
   const QTypeInfo info = qtype_info(qtype);
@@ -453,7 +456,6 @@ void quantized_linear(const TensorView& out, const TensorView& x, const TensorVi
   });
 }
 
-}  // namespace
 }  // namespace pio::cpu
 
 PIO_CPU_BINDINGS(quantized_linear) {

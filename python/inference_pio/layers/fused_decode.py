@@ -33,11 +33,13 @@ from .attention import PagedAttention
 from .linear import Linear
 from .mlp import GatedMLP
 from .norm import RMSNorm
+from .quantized import QuantizedEmbedding, QuantizedLinear
 from .rotary import RotaryEmbedding
 from .workspace import Workspace
 
 FUSED_DECODE_ENV = "INFERENCE_PIO_FUSED_DECODE"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_PROJECTIONS = (Linear, QuantizedLinear)
 
 
 class FusedDecodeUnsupported(ValueError):
@@ -61,7 +63,8 @@ def _module(parent: nn.Module, path: str, kind: type | tuple[type, ...], prefix:
         obj = getattr(obj, part, None)
         _expect(obj is not None, f"{prefix}{path}: missing (a Llama-layout model has it)")
     names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-    _expect(isinstance(obj, kind), f"{prefix}{path} must be a {names}, got {type(obj).__name__}")
+    article = "an" if names[0] in "AEIOU" else "a"
+    _expect(isinstance(obj, kind), f"{prefix}{path} must be {article} {names}, got {type(obj).__name__}")
     return obj
 
 
@@ -74,15 +77,15 @@ class FusedDecoder:
 
     def __init__(self, model: nn.Module):
         """Raises ``FusedDecodeUnsupported`` (a ValueError) naming the part of ``model`` that does not fit."""
-        embed = _module(model, "embed_tokens", nn.Embedding)
+        embed = _module(model, "embed_tokens", (nn.Embedding, QuantizedEmbedding))
         layers = _module(model, "layers", nn.ModuleList)
         rotary = _module(model, "rotary", RotaryEmbedding)
         final_norm = _module(model, "norm", RMSNorm)
-        lm_head = _module(model, "lm_head", Linear)
         _expect(len(layers) > 0, "layers: the model has no decoder layers")
-        table = embed.weight
-        dtype = table.dtype
+        # The activation dtype: the dense table's, or the one a quantized table is read out in.
+        dtype = embed.dtype if isinstance(embed, QuantizedEmbedding) else embed.weight.dtype
         _expect(dtype in _DTYPES, f"embed_tokens: dtype must be float32, float16 or bfloat16, got {dtype}")
+        self.dtype = dtype
         first_attn = _module(layers[0], "self_attn.attn", PagedAttention, "layers.0.")
         heads, kv_heads, head_dim = first_attn.num_heads, first_attn.num_kv_heads, first_attn.head_dim
         _expect(head_dim % CPU_HEAD_DIM_MULTIPLE == 0 and head_dim <= CPU_MAX_HEAD_DIM,
@@ -103,21 +106,20 @@ class FusedDecoder:
             post_norm = _module(layer, "post_attention_layernorm", RMSNorm, p)
             plan_layers.append(native.PlanLayer(
                 self._view(in_norm.weight, p + "input_layernorm.weight"), in_norm.eps,
-                self._weight(native, _module(layer, "self_attn.qkv_proj", Linear, p), p + "self_attn.qkv_proj"),
-                self._weight(native, _module(layer, "self_attn.o_proj", Linear, p), p + "self_attn.o_proj"),
+                self._projection(native, layer, "self_attn.qkv_proj", p),
+                self._projection(native, layer, "self_attn.o_proj", p),
                 self._view(post_norm.weight, p + "post_attention_layernorm.weight"), post_norm.eps,
-                self._weight(native, _module(mlp, "gate_up_proj", Linear, p + "mlp."), p + "mlp.gate_up_proj"),
-                self._weight(native, _module(mlp, "down_proj", Linear, p + "mlp."), p + "mlp.down_proj"),
+                self._projection(native, layer, "mlp.gate_up_proj", p),
+                self._projection(native, layer, "mlp.down_proj", p),
                 attn.scale, attn.sliding_window))
         try:
             self._plan = native.DecoderPlan(
                 DTYPE_CODES[dtype], heads, kv_heads, head_dim, rotary.is_neox,
-                self._view(table, "embed_tokens.weight"), plan_layers,
+                self._weight(native, embed, "embed_tokens"), plan_layers,
                 self._view(final_norm.weight, "norm.weight"), final_norm.eps,
-                self._weight(native, lm_head, "lm_head"), self._view(rotary.cos_sin_cache, "rotary.cos_sin_cache"))
+                self._projection(native, model, "lm_head"), self._view(rotary.cos_sin_cache, "rotary.cos_sin_cache"))
         except ValueError as e:  # a shape or dtype that does not fit, named by the C++ checks
             raise FusedDecodeUnsupported(str(e)) from None
-        self.dtype = dtype
         self.vocab_size = self._plan.vocab_size
         self._workspace = Workspace("cpu")
         self._key_caches: list[torch.Tensor] = []
@@ -130,10 +132,33 @@ class FusedDecoder:
         self._tensors.append(t)
         return view(t)
 
-    def _weight(self, native, linear: nn.Module, name: str):
-        bias = linear.bias
-        return native.PlanWeight.dense(self._view(linear.weight, name + ".weight"),
-                                       None if bias is None else self._view(bias, name + ".bias"))
+    def _projection(self, native, parent: nn.Module, path: str, prefix: str = ""):
+        """The ``PlanWeight`` of a ``Linear`` / ``QuantizedLinear`` at ``path``, or of a row-split
+        projection: a module whose ``parts`` (``Linear`` / ``QuantizedLinear``) compute consecutive
+        slices of its output, as a fused qkv loaded from a GGUF with mixed types is kept."""
+        module = _module(parent, path, nn.Module, prefix)
+        name = prefix + path
+        parts = getattr(module, "parts", None)
+        if not isinstance(module, _PROJECTIONS) and isinstance(parts, nn.ModuleList):
+            for j, part in enumerate(parts):
+                _expect(isinstance(part, _PROJECTIONS),
+                        f"{name}.parts.{j} must be a Linear or QuantizedLinear, got {type(part).__name__}")
+            return native.PlanWeight.concat([self._weight(native, part, f"{name}.parts.{j}")
+                                             for j, part in enumerate(parts)])
+        _expect(isinstance(module, _PROJECTIONS),
+                f"{name} must be a Linear, a QuantizedLinear or a row-split module of them, got {type(module).__name__}")
+        return self._weight(native, module, name)
+
+    def _weight(self, native, module: nn.Module, name: str):
+        """``PlanWeight`` of a ``Linear``, ``QuantizedLinear``, ``nn.Embedding`` or ``QuantizedEmbedding``."""
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            bias = self._view(bias if bias.dtype == self.dtype else bias.detach().to(self.dtype), name + ".bias")
+        qweight = getattr(module, "qweight", None)
+        if isinstance(module, (QuantizedLinear, QuantizedEmbedding)):
+            return native.PlanWeight.quantized(self._view(qweight.data, name + ".qweight"), qweight.qtype,
+                                               qweight.shape[1], bias, getattr(module, "quantize_input", False))
+        return native.PlanWeight.dense(self._view(module.weight, name + ".weight"), bias)
 
     def _bind_caches(self, key_caches, value_caches) -> None:
         """Hands the plan the per-layer caches when they are not the ones it already holds."""
