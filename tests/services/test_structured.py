@@ -143,3 +143,31 @@ def test_strings_are_valid_utf8_so_max_length_holds(model, backend):
         [result] = model.generate(prompt, max_tokens=40, temperature=1.5, seed=seed, logits_processors=(processor,))
         assert "\ufffd" not in result.text, result.text
         assert len(schema.parse(result.text)["s"]) <= 6
+
+
+def test_byte_fallback_vocabulary_llama2_style(tmp_path):
+    """SentencePiece-style BPE ("▁" word marker, <0xNN> byte pieces): xgrammar's bytes for each token equal
+    the text the tokenizer adds when decoding it after another token."""
+    import json as _json
+
+    from inference_pio.tokenizer import Tokenizer
+    from tests.engine.tiny_tokenizers import sentencepiece_bpe
+
+    sentencepiece_bpe(300).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(_json.dumps({"eos_token": "</s>", "bos_token": "<s>",
+                                                                 "unk_token": "<unk>"}))
+    tokenizer = Tokenizer.from_pretrained(tmp_path)
+    info = tokenizer_info(tokenizer, tokenizer.vocab_size + 8)
+    assert info.vocab_type == xgrammar.VocabType.BYTE_FALLBACK and info.add_prefix_space
+    assert list(info.stop_token_ids) == [tokenizer.eos_token_id]
+    anchor = tokenizer.encode("x", add_special_tokens=False)
+    base = tokenizer.decode(anchor)
+    checked = 0
+    for i in range(tokenizer.vocab_size):
+        text = tokenizer.decode(anchor + [i])[len(base):]
+        if i in info.special_token_ids or "\ufffd" in text:
+            continue
+        assert info.decoded_vocab[i] == text.encode(), (i, tokenizer.id_to_token(i))
+        checked += 1
+    assert checked > 150
+    assert tokenizer.token_to_id("<0x0A>") in info.special_token_ids  # a raw newline never enters compact JSON
