@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from inference_pio.plugin import ConfigError
 from inference_pio.plugins.llama import LlamaConfig
@@ -19,6 +19,9 @@ class MistralConfig(LlamaConfig):
     """
 
     sliding_window: int | None = 4096
+
+    # llama.cpp converts Mistral checkpoints to the "llama" GGUF architecture: the Llama plugin serves them.
+    gguf_architectures: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()

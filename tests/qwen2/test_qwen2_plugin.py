@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+import inference_pio
 from inference_pio.plugin import ConfigError, PluginManager
 from inference_pio.plugins.qwen2 import Qwen2Config, Qwen2_Plugin
 from inference_pio.weights import WeightLoadError
@@ -58,3 +60,17 @@ def test_a_checkpoint_without_qkv_biases_is_refused_by_name(tmp_path):
     assert not plugin.initialize(model_path=folder)
     assert isinstance(plugin.init_error, WeightLoadError)
     assert "model.layers.0.self_attn.k_proj.bias" in str(plugin.init_error)
+
+
+def test_a_qwen2_gguf_is_refused_by_name(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    path = tmp_path / "qwen2.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ConfigError, match="GGUF architecture 'qwen2' is not supported by Qwen2Config"):
+        inference_pio.load(path)
