@@ -137,7 +137,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             try:
                 data[section][key] = parse(env[variable])
             except ValueError:
-                raise ConfigError(f"environment variable {variable} must be {parse.__name__}, got {env[variable]!r}") from None
+                raise ConfigError(f"environment variable {variable} must be {parse.__name__}, "
+                                  f"got {env[variable]!r}") from None
     services, openai = data["services"], data["openai"]
     categories = services.get("moderation_categories", DEFAULT_CATEGORIES)
     if not categories or not all(isinstance(c, str) and c for c in categories):

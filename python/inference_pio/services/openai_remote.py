@@ -68,7 +68,8 @@ class OpenAIRemoteService(NLPService):
                 raise ValueError(f"{model_id} needs an API key: pass api_key= or set OPENAI_API_KEY "
                                  "(or point OPENAI_BASE_URL at a server that needs none)")
             api_key = "no-key"  # the client insists on one; a keyless server ignores it
-        self.embedding_model = embedding_model or env.get("INFERENCE_PIO_OPENAI_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL
+        self.embedding_model = (embedding_model or env.get("INFERENCE_PIO_OPENAI_EMBEDDING_MODEL")
+                                or DEFAULT_EMBEDDING_MODEL)
         self.context_window = context_window
         self.moderation_categories = tuple(moderation_categories)
         self.logger = logger or logging.getLogger(__name__)

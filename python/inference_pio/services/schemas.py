@@ -42,7 +42,8 @@ class OutputSchema:
         try:
             return self._validate(text)
         except (ValueError, pydantic.ValidationError) as e:  # json and pydantic errors
-            raise OutputValidationError(f"output does not match schema {self.name!r}: {e}; output was {text[:400]!r}") from e
+            raise OutputValidationError(f"output does not match schema {self.name!r}: {e}; "
+                                        f"output was {text[:400]!r}") from e
 
     @property
     def key(self) -> str:
@@ -88,7 +89,8 @@ def _from_json_schema(schema: dict) -> OutputSchema:
         try:
             validator_class.check_schema(schema)
         except jsonschema.SchemaError as e:
-            raise SchemaError(f"not a valid JSON schema: {e.message} (at {'/'.join(map(str, e.path)) or 'top'})") from None
+            where = "/".join(map(str, e.path)) or "top"
+            raise SchemaError(f"not a valid JSON schema: {e.message} (at {where})") from None
         validator = validator_class(schema)
 
         def validate(text: str) -> Any:

@@ -15,7 +15,6 @@ random-weight model writes strings that never close.
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from collections import OrderedDict

@@ -56,7 +56,8 @@ class ModelSwitcher(NLPService):
                  fallback_model_id: str | None = None, *, services: Mapping[str, NLPService] | None = None,
                  local_options: Mapping[str, Any] | None = None, remote_options: Mapping[str, Any] | None = None,
                  timeout: float | None = 120.0, failure_threshold: int = 3, cooldown: float = 30.0,
-                 moderation_categories: Sequence[str] = DEFAULT_CATEGORIES, clock: Callable[[], float] = time.monotonic):
+                 moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
+                 clock: Callable[[], float] = time.monotonic):
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
         self.logger = logger or logging.getLogger(__name__)
