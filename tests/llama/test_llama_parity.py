@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
-from inference_pio.engine.generate import greedy
 from inference_pio.plugins.llama import Llama_Plugin
 
-from .checkpoints import hf_greedy, hf_model, teacher_forced_logits, write_checkpoint
-
-BLOCK = 16
-BF16_TOL = dict(rtol=0.05, atol=0.2)  # bf16 keeps 8 mantissa bits; logits here are O(1-10)
+from . import checkpoints
+from .checkpoints import (assert_bfloat16_parity, assert_greedy_parity, hf_model, random_tokens, teacher_forced_logits,
+                          write_checkpoint)
 
 
 def load_plugin(folder, dtype="float32", **kw) -> Llama_Plugin:
-    plugin = Llama_Plugin()
-    plugin.load(model_path=folder, dtype=dtype, kv_block_size=BLOCK, max_seq_len=256, max_batch_size=4, **kw)
-    return plugin
+    return checkpoints.load_plugin(Llama_Plugin, folder, dtype, **kw)
 
 
 CONFIGS = {
@@ -46,26 +40,12 @@ def test_float32_logits_match_transformers_prefill_and_every_decode_step(tmp_pat
 
 def test_greedy_continuation_identical_for_64_tokens(gqa_checkpoint):
     hf, folder = gqa_checkpoint
-    plugin = load_plugin(folder)
-    prompt = list(range(5, 41))  # 36 tokens: 3 blocks
-    expected = hf_greedy(hf, prompt, 64)
-    [seq] = plugin.engine.generate([prompt], greedy(64, ignore_eos=True))
-    assert seq.output_token_ids == expected
-    assert seq.finish_reason == "length"
+    assert_greedy_parity(hf, load_plugin(folder), list(range(5, 41)), 64)  # 36-token prompt: 3 blocks
 
 
 def test_bfloat16_logits_within_tolerance(gqa_checkpoint):
     hf, folder = gqa_checkpoint
-    plugin = load_plugin(folder, dtype="bfloat16")
-    torch.manual_seed(2)
-    tokens = torch.randint(1, 512, (40,)).tolist()
-    with torch.no_grad():
-        expected = copy.deepcopy(hf).to(torch.bfloat16)(torch.tensor([tokens])).logits[0].float()
-        exact = hf(torch.tensor([tokens])).logits[0]
-    ours = teacher_forced_logits(plugin, tokens, prompt_len=24)
-    torch.testing.assert_close(ours, expected, **BF16_TOL)
-    # Our bf16 error against the float32 model is no worse than transformers' own bf16 error.
-    assert (ours - exact).abs().max() <= 1.25 * (expected - exact).abs().max()
+    assert_bfloat16_parity(hf, load_plugin(folder, dtype="bfloat16"), random_tokens(40, seed=2), prompt_len=24)
 
 
 def test_sharded_checkpoint_loads_the_same_weights(tmp_path, gqa_checkpoint):
