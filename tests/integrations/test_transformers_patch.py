@@ -182,6 +182,18 @@ def test_training_forward_falls_back_and_backpropagates(kernel_calls):
     assert model.model.embed_tokens.weight.grad is not None
 
 
+def test_a_dtype_without_kernels_runs_transformers_code(kernel_calls):
+    """float64: every piece steps aside; attention still gets the causal + window mask it skipped."""
+    model = hf_model(**MODELS["mistral"]).to(torch.float64)
+    ids = prompt()
+    expected = run(model, ids, new_tokens=8)
+    with patched(model):
+        ours = run(model, ids, new_tokens=8)
+    torch.testing.assert_close(ours[0], expected[0], rtol=1e-10, atol=1e-10)
+    assert torch.equal(ours[1], expected[1])
+    assert all(spy.call_count == 0 for spy in kernel_calls.values())
+
+
 def test_a_module_with_someone_elses_forward_is_left_alone():
     model = hf_model(**MODELS["llama"])
     norm = model.model.norm
