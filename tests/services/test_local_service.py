@@ -160,3 +160,19 @@ def test_sentence_embedding_model_uses_its_own_embed(manager):
     embedder, result, reference = run(main())
     assert embedder.dimensions == 384 and len(result.vectors) == 2
     torch.testing.assert_close(torch.tensor(result.vectors), reference.float())
+
+
+def test_streaming_text_equals_the_batch_answer(service, model):
+    async def main():
+        streamer = await service.get_streaming_text_generator()
+        stream = streamer.generate("Tell me about foxes", {"max_tokens": 16, "seed": 3, "temperature": 1.0})
+        with pytest.raises(RuntimeError, match="exhausted"):
+            stream.info  # noqa: B018
+        return stream, [piece async for piece in stream]
+
+    stream, pieces = run(main())
+    prompt = model.apply_chat_template([{"role": "user", "content": "Tell me about foxes"}])
+    [expected] = model.generate(prompt, max_tokens=16, seed=3, temperature=1.0)
+    assert "".join(pieces) == expected.text and len(pieces) > 1
+    assert stream.info.usage.output_tokens == len(expected.token_ids) and stream.info.model == MODEL_ID
+    assert service.supports_streaming

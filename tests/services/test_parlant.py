@@ -32,6 +32,36 @@ def test_every_abstract_member_is_implemented(service):
     adapter = ParlantNLPService(service)  # instantiating proves no abstract member is left
     assert isinstance(adapter, parlant_nlp.NLPService)
     assert abstract_members(parlant_nlp.NLPService) <= {n for n, _ in inspect.getmembers(type(adapter))}
+    assert adapter.supports_streaming is True  # a local model streams
+
+
+def test_streaming_text_through_parlant_types(service, model):
+    from parlant.core.nlp.generation import StreamingTextGenerator
+
+    adapter = ParlantNLPService(service)
+
+    async def main():
+        generator = await adapter.get_streaming_text_generator()
+        result = generator.generate("Say hello", {"max_tokens": 12, "temperature": 0})
+        with pytest.raises(RuntimeError):
+            result.info  # noqa: B018 -- not before the stream is consumed
+        chunks = [chunk async for chunk in result.stream]
+        return generator, result, chunks
+
+    generator, result, chunks = asyncio.run(main())
+    assert isinstance(generator, StreamingTextGenerator) and generator.id == MODEL_ID
+    assert chunks[-1] is None and all(isinstance(c, str) and c for c in chunks[:-1])
+    prompt = model.apply_chat_template([{"role": "user", "content": "Say hello"}])
+    [expected] = model.generate(prompt, max_tokens=12, temperature=0)
+    assert "".join(chunks[:-1]) == expected.text
+    assert result.info.usage.output_tokens == len(expected.token_ids)
+    assert result.info.usage.input_tokens == len(prompt)
+
+
+def test_services_that_do_not_stream_say_so(manager):
+    from inference_pio.services import OpenAIRemoteService
+
+    adapter = ParlantNLPService(OpenAIRemoteService("openai/x", base_url="http://127.0.0.1:9/v1"))
     assert adapter.supports_streaming is False
     with pytest.raises(NotImplementedError, match="supports_streaming"):
         asyncio.run(adapter.get_streaming_text_generator())

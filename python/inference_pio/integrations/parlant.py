@@ -14,7 +14,8 @@
 
 Written against parlant 3.3 (``supports_streaming`` / ``get_streaming_text_generator`` since 3.2,
 ``moderate_customer(context)`` since 3.1); the older ``moderate(content)`` is answered too. Streaming
-text generation is not offered (``supports_streaming`` is False), which Parlant supports.
+text generation is offered when the wrapped service streams (local models do; the remote service and
+the switcher do not, and say so through ``supports_streaming``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ from typing import Any
 
 from parlant.core.nlp.embedding import Embedder as ParlantEmbedder, EmbeddingResult as ParlantEmbeddingResult
 from parlant.core.nlp.generation import (SchematicGenerationResult as ParlantGenerationResult,
-                                         SchematicGenerator as ParlantSchematicGenerator)
+                                         SchematicGenerator as ParlantSchematicGenerator,
+                                         StreamingTextGenerationResult,
+                                         StreamingTextGenerator as ParlantStreamingGenerator)
 from parlant.core.nlp.generation_info import GenerationInfo as ParlantGenerationInfo, UsageInfo as ParlantUsageInfo
 from parlant.core.nlp.moderation import ModerationCheck as ParlantModerationCheck
 from parlant.core.nlp.moderation import ModerationService as ParlantModerationService
 from parlant.core.nlp.service import NLPService as ParlantService
 from parlant.core.nlp.tokenization import EstimatingTokenizer as ParlantTokenizer
 
-from ..services.interface import EstimatingTokenizer, NLPService, SchematicGenerationResult
+from ..services.interface import EstimatingTokenizer, GenerationInfo, NLPService, SchematicGenerationResult
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -47,12 +50,16 @@ class ParlantTokenizerAdapter(ParlantTokenizer):
         return await self._tokenizer.estimate_token_count(prompt)
 
 
-def _to_parlant(result: SchematicGenerationResult) -> ParlantGenerationResult:
-    info, usage = result.info, result.info.usage
-    return ParlantGenerationResult(content=result.content, info=ParlantGenerationInfo(
+def _info_to_parlant(info: GenerationInfo) -> ParlantGenerationInfo:
+    usage = info.usage
+    return ParlantGenerationInfo(
         schema_name=info.schema_name, model=info.model, duration=info.duration,
         usage=ParlantUsageInfo(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                               extra=dict(usage.extra) if usage.extra else None)))
+                               extra=dict(usage.extra) if usage.extra else None))
+
+
+def _to_parlant(result: SchematicGenerationResult) -> ParlantGenerationResult:
+    return ParlantGenerationResult(content=result.content, info=_info_to_parlant(result.info))
 
 
 class ParlantSchematicGeneratorAdapter(ParlantSchematicGenerator):
@@ -70,6 +77,29 @@ class ParlantSchematicGeneratorAdapter(ParlantSchematicGenerator):
     @property
     def max_tokens(self) -> int:
         return self._generator.max_tokens
+
+    @property
+    def tokenizer(self) -> ParlantTokenizer:
+        return ParlantTokenizerAdapter(self._generator.tokenizer)
+
+
+class ParlantStreamingAdapter(ParlantStreamingGenerator):
+    def __init__(self, generator):
+        self._generator = generator
+
+    def generate(self, prompt: Any, hints: Mapping[str, Any] = {}) -> StreamingTextGenerationResult:
+        stream = self._generator.generate(_prompt_text(prompt), dict(hints))
+
+        async def pieces():
+            async for piece in stream:
+                yield piece
+            yield None  # Parlant's end-of-stream marker
+
+        return StreamingTextGenerationResult(stream=pieces(), info_getter=lambda: _info_to_parlant(stream.info))
+
+    @property
+    def id(self) -> str:
+        return self._generator.id
 
     @property
     def tokenizer(self) -> ParlantTokenizer:
@@ -126,11 +156,11 @@ class ParlantNLPService(ParlantService):
 
     @property
     def supports_streaming(self) -> bool:
-        return False
+        return self.service.supports_streaming
 
-    async def get_streaming_text_generator(self, hints: Mapping[str, Any] = {}):
-        raise NotImplementedError(f"{self.service.model_id}: streaming text generation is not offered; "
-                                  "check supports_streaming first")
+    async def get_streaming_text_generator(self, hints: Mapping[str, Any] = {}) -> ParlantStreamingAdapter:
+        """NotImplementedError when the service does not stream (Parlant checks supports_streaming first)."""
+        return ParlantStreamingAdapter(await self.service.get_streaming_text_generator(dict(hints)))
 
     async def get_schematic_generator(self, t: type, hints: Mapping[str, Any] = {}) -> ParlantSchematicGeneratorAdapter:
         return ParlantSchematicGeneratorAdapter(await self.service.get_schematic_generator(t, dict(hints)), t)

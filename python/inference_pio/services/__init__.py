@@ -9,7 +9,7 @@ from .config import ConfigError, ServicesConfig, load_config
 from .factory import NLPServiceFactory, NoServiceAvailableError, UnknownServiceError
 from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, ModerationCheck,
                         ModerationService, NLPService, SchematicGenerationResult, SchematicGenerator, ServiceError,
-                        UsageInfo)
+                        StreamingTextGenerator, TextStream, UsageInfo)
 from .local import (DeepSeekService, LlamaService, LocalModelService, MistralService, QwenService, UnknownModelError,
                     local_service)
 from .model_health import ModelFigures
@@ -24,5 +24,6 @@ __all__ = [
     "ModelModeration", "ModelSwitcher", "ModerationCheck", "ModerationService", "NLPService", "NLPServiceFactory",
     "NoServiceAvailableError", "OpenAIRemoteService", "OutputSchema", "OutputValidationError", "QwenService",
     "RemoteServiceError", "SchemaError", "SchematicGenerationResult", "SchematicGenerator", "ServiceError",
-    "ServicesConfig", "UnknownModelError", "UnknownServiceError", "UsageInfo", "load_config", "local_service",
+    "ServicesConfig", "StreamingTextGenerator", "TextStream", "UnknownModelError", "UnknownServiceError", "UsageInfo",
+    "load_config", "local_service",
 ]

@@ -12,7 +12,7 @@ usage=UsageInfo(input_tokens, output_tokens, extra)))``, ``EmbeddingResult(vecto
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -116,6 +116,42 @@ class ModerationService(ABC):
     async def moderate(self, text: str) -> ModerationCheck: ...
 
 
+class TextStream:
+    """One streamed answer: ``async for piece in stream`` yields text pieces; ``info`` (a GenerationInfo) is
+    readable once the stream is exhausted."""
+
+    def __init__(self, pieces: AsyncIterator[str]):
+        self._pieces = pieces
+        self._info: GenerationInfo | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces
+
+    def finish(self, info: GenerationInfo) -> None:
+        self._info = info
+
+    @property
+    def info(self) -> GenerationInfo:
+        if self._info is None:
+            raise RuntimeError("the generation info is known once the stream is exhausted")
+        return self._info
+
+
+class StreamingTextGenerator(ABC):
+    """Free text, streamed. ``hints``: ``temperature`` (default 0), ``max_tokens``, ``seed``, ``top_p``."""
+
+    @abstractmethod
+    def generate(self, prompt: str, hints: Mapping[str, Any] | None = None) -> TextStream: ...
+
+    @property
+    @abstractmethod
+    def id(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> EstimatingTokenizer: ...
+
+
 class NLPService(ABC):
     """A model (or a set of models) behind the four capabilities Parlant asks for."""
 
@@ -137,6 +173,14 @@ class NLPService(ABC):
     @abstractmethod
     async def get_tokenizer(self) -> EstimatingTokenizer: ...
 
+    @property
+    def supports_streaming(self) -> bool:
+        """Does :meth:`get_streaming_text_generator` give one?"""
+        return False
+
+    async def get_streaming_text_generator(self, hints: Mapping[str, Any] | None = None) -> StreamingTextGenerator:
+        raise NotImplementedError(f"{self.model_id}: this service does not stream text (see supports_streaming)")
+
     async def aclose(self) -> None:
         """Frees what the service holds (a loaded model, an HTTP client). Idempotent."""
 
@@ -147,5 +191,6 @@ class ServiceError(RuntimeError):
 
 __all__ = [
     "EmbeddingResult", "Embedder", "EstimatingTokenizer", "GenerationInfo", "ModerationCheck", "ModerationService",
-    "NLPService", "SchematicGenerationResult", "SchematicGenerator", "ServiceError", "UsageInfo",
+    "NLPService", "SchematicGenerationResult", "SchematicGenerator", "ServiceError", "StreamingTextGenerator",
+    "TextStream", "UsageInfo",
 ]

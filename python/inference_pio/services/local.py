@@ -19,13 +19,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ..engine.sampler import SamplingParams
 from ..models.types import ModelInfo, ModelType
 from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
-                        SchematicGenerationResult, SchematicGenerator, ServiceError, UsageInfo)
+                        SchematicGenerationResult, SchematicGenerator, ServiceError, StreamingTextGenerator,
+                        TextStream, UsageInfo)
 from .moderation import DEFAULT_CATEGORIES, ModelModeration
 from .schemas import OutputSchema
 from .structured import GrammarBackend
@@ -124,6 +125,36 @@ class LocalModelService(NLPService):
     async def get_tokenizer(self) -> "LocalTokenizer":
         return LocalTokenizer(await self.model())
 
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def get_streaming_text_generator(self, hints: Mapping[str, Any] | None = None) -> "LocalTextStreamer":
+        model = await self.model()
+        if getattr(model.plugin, "engine", None) is None:
+            raise ServiceError(f"{self.model_id} is an embedding model: it cannot generate")
+        return LocalTextStreamer(self, model)
+
+
+def _chat_prompt_ids(model, messages: list[dict]) -> list[int]:
+    """The chat template over ``messages``; without a template, their contents as plain text."""
+    if getattr(model.plugin.tokenizer, "chat_template", None):
+        return model.apply_chat_template(messages)
+    return model.tokenize("\n\n".join(m["content"] for m in messages) + "\n")
+
+
+def _sampling(hints: Mapping[str, Any], budget: int, **extra: Any) -> SamplingParams:
+    return SamplingParams(**{"temperature": 0.0, **{k: hints[k] for k in _SAMPLING_HINTS if k in hints}},
+                          max_tokens=budget, **extra)
+
+
+def _budget(model, model_id: str, prompt_len: int, wanted: int) -> int:
+    room = model.max_model_len - prompt_len
+    if room < 1:
+        raise ValueError(f"the prompt takes {prompt_len} tokens and {model_id} holds {model.max_model_len}: "
+                         "no room to answer")
+    return min(int(wanted), room)
+
 
 class LocalTokenizer(EstimatingTokenizer):
     """Exact counts: the model's own tokenizer (special tokens included, as a prompt would carry them)."""
@@ -159,13 +190,11 @@ class LocalSchematicGenerator(SchematicGenerator):
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         instruction = self._output.instruction
-        if getattr(self._model.plugin.tokenizer, "chat_template", None):
-            try:
-                return self._model.apply_chat_template([{"role": "system", "content": instruction},
-                                                        {"role": "user", "content": prompt}])
-            except Exception:  # templates without a system role raise from inside Jinja
-                return self._model.apply_chat_template([{"role": "user", "content": f"{instruction}\n\n{prompt}"}])
-        return self._model.tokenize(f"{instruction}\n\n{prompt}\n")
+        try:
+            return _chat_prompt_ids(self._model, [{"role": "system", "content": instruction},
+                                                  {"role": "user", "content": prompt}])
+        except Exception:  # templates without a system role raise from inside Jinja
+            return _chat_prompt_ids(self._model, [{"role": "user", "content": f"{instruction}\n\n{prompt}"}])
 
     async def generate(self, prompt: str, hints: Mapping[str, Any] | None = None) -> SchematicGenerationResult:
         """``hints``: ``max_tokens`` (output budget, default the service's), ``temperature`` (default 0),
@@ -174,18 +203,13 @@ class LocalSchematicGenerator(SchematicGenerator):
         started = time.perf_counter()
         model = self._model
         ids = self._prompt_ids(prompt)
-        room = model.max_model_len - len(ids)
-        if room < 1:
-            raise ValueError(f"the prompt takes {len(ids)} tokens and {self.id} holds {model.max_model_len}: "
-                             "no room to answer")
-        budget = min(int(hints.get("max_tokens", self.service.max_tokens)), room)
+        budget = _budget(model, self.id, len(ids), hints.get("max_tokens", self.service.max_tokens))
         if self._backend.min_tokens(self._output) > budget:
             raise ValueError(f"{self.id}: the shortest {self._output.name} answer takes more than {budget} tokens "
-                             f"(output budget {'min(max_tokens, context room)' if budget == room else 'max_tokens'}); "
+                             "(the output budget: max_tokens, or what the context has left); "
                              "raise max_tokens or shorten the prompt")
         processor = self._backend.processor(self._output, max_tokens=budget)
-        sampling = {k: hints[k] for k in _SAMPLING_HINTS if k in hints}
-        params = SamplingParams(**{"temperature": 0.0, **sampling}, max_tokens=budget, logits_processors=(processor,))
+        params = _sampling(hints, budget, logits_processors=(processor,))
         output_ids: list[int] = []
         async for out in model.async_engine().generate(ids, params):
             output_ids += out.token_ids
@@ -197,6 +221,40 @@ class LocalSchematicGenerator(SchematicGenerator):
         info = GenerationInfo(self._output.name, self.id, time.perf_counter() - started,
                               UsageInfo(input_tokens=len(ids), output_tokens=len(output_ids)))
         return SchematicGenerationResult(content, info)
+
+
+class LocalTextStreamer(StreamingTextGenerator):
+    """Free text from the chat template over one user message, streamed piece by piece from the async engine."""
+
+    def __init__(self, service: LocalModelService, model):
+        self.service = service
+        self._model = model
+
+    @property
+    def id(self) -> str:
+        return self.service.model_id
+
+    @property
+    def tokenizer(self) -> EstimatingTokenizer:
+        return LocalTokenizer(self._model)
+
+    def generate(self, prompt: str, hints: Mapping[str, Any] | None = None) -> TextStream:
+        hints = dict(hints or {})
+        model = self._model
+        ids = _chat_prompt_ids(model, [{"role": "user", "content": prompt}])
+        params = _sampling(hints, _budget(model, self.id, len(ids), hints.get("max_tokens", self.service.max_tokens)))
+
+        async def pieces() -> AsyncIterator[str]:
+            started, produced = time.perf_counter(), 0
+            async for out in model.async_engine().generate(ids, params):
+                produced += len(out.token_ids)
+                if out.text:
+                    yield out.text
+            stream.finish(GenerationInfo("text", self.id, time.perf_counter() - started,
+                                         UsageInfo(input_tokens=len(ids), output_tokens=produced)))
+
+        stream = TextStream(pieces())
+        return stream
 
 
 class LocalEmbedder(Embedder):
