@@ -194,7 +194,7 @@ def served(tmp_path):
     write_plugin(root / "llama", "Llama", model_types=["llama"], architectures=["LlamaForCausalLM"])
     write_plugin(root / "mistral", "Mistral", model_types=["mistral"],
                  architectures=["MistralForCausalLM", "LlamaForCausalLM"])
-    return PluginManager([root])
+    return PluginManager([root], builtin_package=None)
 
 
 def test_plugin_for_config_prefers_model_type_over_architectures(served):
