@@ -34,12 +34,13 @@ class Llama_Plugin(TextModelPluginInterface):
     ``initialize(model_path=..., dtype=..., device=..., num_kv_blocks=..., prefill_budget=...,
     **config_overrides)`` loads config, weights, tokenizer (when the folder or GGUF has one) and allocates
     the KV cache; on failure it returns ``False`` and keeps the exception in ``init_error``.
-    Plugins of Llama-shaped families subclass it, naming their ``config_class`` / ``model_class``
+    Plugins of Llama-shaped families subclass it, naming their ``config_class`` / ``model_class`` / ``kv_cache_class``
     and passing their own metadata.
     """
 
     config_class: type[LlamaConfig] = LlamaConfig
     model_class: type[LlamaModel] = LlamaModel
+    kv_cache_class: type[PagedKVCache] = PagedKVCache  # built with (layers, kv heads, head_dim, blocks, ...)
 
     def __init__(self, metadata: ModelPluginMetadata | None = None):
         super().__init__(metadata or ModelPluginMetadata(
@@ -106,11 +107,12 @@ class Llama_Plugin(TextModelPluginInterface):
         kv_dtype = dtype if cfg.kv_cache_dtype == "auto" else resolve_dtype(cfg.kv_cache_dtype)
         if num_kv_blocks is None:  # room for max_batch_size sequences of max_seq_len tokens
             num_kv_blocks = cfg.max_batch_size * -(-cfg.max_seq_len // cfg.kv_block_size)
-        self.kv_cache = PagedKVCache(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, num_kv_blocks,
-                                     cfg.kv_block_size, kv_dtype, device)
+        self.kv_cache = self.kv_cache_class(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim,
+                                            num_kv_blocks, cfg.kv_block_size, kv_dtype, device)
         eos = self.tokenizer.eos_token_ids if self.tokenizer is not None else cfg.eos_token_ids
         self.engine = GenerationEngine(model, self.kv_cache, max_model_len=cfg.max_seq_len,
-                                       prefill_budget=prefill_budget, tokenizer=self.tokenizer, eos_token_ids=eos)
+                                       prefill_budget=prefill_budget, max_num_seqs=cfg.max_batch_size,
+                                       tokenizer=self.tokenizer, eos_token_ids=eos)
         self.is_loaded = True
 
     def load_model(self, config: Any = None) -> LlamaModel:
