@@ -88,7 +88,16 @@ def measure_transformers(path: Path, chat: list[int], long_prompt: list[int], re
 _LLAMA_CPP_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import llama_cpp
+    import llama_cpp.llama_cpp as C
     from llama_cpp import Llama
+    # Extra CPU buffer types (AMX / repacked weights) crash in eval on this VM (AMX tiles not granted);
+    # without them llama.cpp runs its standard CPU kernels (Q4_1 x Q8_1 integer dot products).
+    default_params = C.llama_model_default_params
+    def model_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+    C.llama_model_default_params = model_params
     path, threads, repeats, new_tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     chat, long_prompt = json.loads(sys.stdin.read())
     start = time.perf_counter()
