@@ -4,7 +4,8 @@ F.linear on the dense bf16 / fp32 weight vs the reference (gguf dequantize + mat
 Decode is memory-bound: a step reads every weight byte once, so GB/s is the bytes a backend's
 weight occupies (quantized blocks for ours, 2 or 4 bytes per element for torch) over time; the
 ``record`` fixture sets it against the machine's copy bandwidth. One group per shape: the
-baseline is torch's bf16 F.linear (the report's speed-up column).
+baseline is torch's bf16 F.linear (the report's speed-up column). One prefill shape (512 rows of
+SmolLM2's gate/up size) checks the op's route for many rows (dequantized tiles + torch's matmul).
 """
 
 import numpy as np
@@ -20,6 +21,7 @@ from inference_pio.quant import QuantizedTensor
 # lm_head) and a TinyLlama-1.1B gate/up-sized one, at batch 1.
 SHAPES = [(1, 576, 576), (1, 576, 192), (1, 576, 1536), (1, 576, 49152), (1, 2048, 5632)]
 QTYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
+PREFILL = (512, 576, 1536)
 # The reference dequantizes the whole matrix per call (seconds for the lm_head): smaller shapes only.
 REFERENCE_MAX_ELEMENTS = 2048 * 5632
 
@@ -73,3 +75,17 @@ def test_dense_torch(benchmark, record, shape, dtype):
     name = "bf16" if dtype == torch.bfloat16 else "fp32"
     record(backend=f"torch_F.linear_{name}_dense", shape=_label(shape),
            bytes_moved=(n * k + m * (k + n)) * x.element_size(), flops=2 * m * n * k)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("backend", ["torch_F.linear_dense", "inference_pio Q8_0", "inference_pio Q4_1"])
+def test_prefill(benchmark, record, backend, dtype):
+    m, k, n = PREFILL
+    benchmark.group = f"quantized_linear prefill {_label(PREFILL)} {str(dtype).removeprefix('torch.')}"
+    x = torch.randn(m, k).to(dtype)
+    if backend.startswith("torch"):
+        benchmark(F.linear, x, torch.randn(n, k).to(dtype))
+    else:
+        qw = random_blocks(Q[backend.split()[-1]], n, k)
+        benchmark(ops.quantized_linear, x, qw, out=torch.empty(m, n, dtype=dtype))
+    record(backend=backend, shape=_label(PREFILL), flops=2 * m * n * k)

@@ -133,6 +133,20 @@ def test_quantized_linear_layer(backend, qtype):
     assert _dense_copies(layer, 24 * k) == []
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_quantized_linear_layer_prefill_rows(dtype):
+    # More rows than the block kernel takes: the layer's tile route, its workspace reused across calls.
+    qw = random_qweight(QTYPES[1], 40, 64, seed=6)
+    layer = QuantizedLinear(qw)
+    w = dequantized64(qw).to(dtype).double()
+    for m in (48, 48, 20):
+        x = randn(m, 64, dtype=dtype, device="cpu")
+        out = poisoned_like(torch.empty(m, 40, dtype=dtype))
+        assert layer(x, out=out) is out
+        assert_close(out, x.double() @ w.T, dtype, TOLERANCES)
+    assert _dense_copies(layer, 40 * 64) == []
+
+
 @cpu_only
 def test_quantized_linear_layer_int8_input_mode(monkeypatch):
     monkeypatch.setenv(ql.QUANTIZE_INPUT_ENV, "1")

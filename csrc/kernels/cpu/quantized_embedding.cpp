@@ -1,6 +1,7 @@
 // Quantized embedding lookup: out[t, :] = dequant(weight)[ids[t], :], weight uint8
 // [vocab, hidden / block_elems * block_bytes] GGUF blocks (quantized_blocks.h), ids [T] int32 or
-// int64, out [T, hidden] float32/float16/bfloat16. Only the T looked-up rows are read.
+// int64, out [T, hidden] float32/float16/bfloat16. Only the T looked-up rows are read. The
+// prefill route of ops.quantized_linear uses it to dequantize tiles of weight rows.
 #include <algorithm>
 #include <type_traits>
 #include <vector>
@@ -9,6 +10,7 @@
 #include "parallel.h"
 #include "pio/pybind_tensor_view.h"
 #include "quantized_blocks.h"
+#include "quantized_simd.h"
 #include "vec.h"
 
 namespace pio::cpu {
@@ -37,11 +39,18 @@ void embedding_impl(QType qtype, const TensorView& out, const I* ids, const Tens
     row.resize(size_t(hidden));
     for (int64_t t = t0; t < t1; ++t) {
       const uint8_t* src = w + int64_t(ids[t]) * rb;
-      if constexpr (std::is_same_v<T, float>) {
-        dequantize_row(qtype, src, op + t * os, hidden);
-      } else {
-        dequantize_row(qtype, src, row.data(), hidden);
-        store_row(op + t * os, row.data(), hidden);
+      T* dst = op + t * os;
+      switch (qtype) {  // the 32-element types in SIMD, the K-quants through the scalar statement
+        case QType::Q8_0: dequantize_row_simd<QType::Q8_0>(src, dst, hidden); break;
+        case QType::Q4_0: dequantize_row_simd<QType::Q4_0>(src, dst, hidden); break;
+        case QType::Q4_1: dequantize_row_simd<QType::Q4_1>(src, dst, hidden); break;
+        default:
+          if constexpr (std::is_same_v<T, float>) {
+            dequantize_row(qtype, src, dst, hidden);
+          } else {
+            dequantize_row(qtype, src, row.data(), hidden);
+            store_row(dst, row.data(), hidden);
+          }
       }
     }
   });

@@ -2,8 +2,7 @@
 // x [M, K] float32/float16/bfloat16 (row stride allowed), weight uint8 [N, K / 32 * block_bytes]
 // GGUF blocks (quantized_blocks.h), out [M, N] in x's dtype.
 //
-// Decode is memory-bound: the weight must stream at copy bandwidth, so it is never expanded
-// beyond one row at a time. Two ways to compute, chosen per call:
+// Decode is memory-bound: the weight must stream at copy bandwidth, so it is never expanded. Two ways to compute, chosen per call:
 //
 // quantize_input (Q8_0 / Q4_0 / Q4_1; llama.cpp's scheme): each input row is quantized once per
 // call to int8 blocks of 32 with a float scale (d = max|x| / 127, q = round(x / d)), then every
@@ -14,14 +13,16 @@
 //   sum_i (q_i - 8) x_i = sum_i q_i x_i - 8 sum_i x_i,   sum_i (d q_i + m) x_i = d sum q_i x_i + m sum x_i.
 // The only error beyond float32 rounding is the input quantization: |x - d q| <= d / 2 per element.
 //
-// exact (every type): each weight row is dequantized to float32 in a per-thread buffer (L1) and
-// multiplied with the float32 input rows; the result is the float32 product with the dequantized
-// weight, as a float reference computes it. Q4_K / Q6_K always take this path.
+// exact (every type): weight blocks are dequantized in registers (d * q + m, one rounding) and
+// multiplied with the input widened to float32: the float32 product with the dequantized weight,
+// as a float reference computes it. Q4_K / Q6_K always take this path, through a per-thread row
+// buffer (dequantized once per row and input chunk).
 //
 // Work is split over output rows (each thread streams its own slice of the weight). A weight
 // block is unpacked once and used for up to kMR input rows; for large M (prefill) input rows and
-// weight rows are blocked for L1 and L2 (see linear_q8).
+// weight rows are blocked for L1 and L2 (see over_output).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -31,6 +32,7 @@
 #include "parallel.h"
 #include "pio/pybind_tensor_view.h"
 #include "quantized_blocks.h"
+#include "quantized_simd.h"
 #include "vec.h"
 
 namespace pio::cpu {
@@ -165,10 +167,6 @@ struct WeightStep {
   VecF d, m;
 };
 
-template <QType QT>
-constexpr int block_bytes() {
-  return QT == QType::Q8_0 ? 34 : QT == QType::Q4_0 ? 18 : 20;
-}
 
 template <QType QT>
 inline WeightStep load_step(const uint8_t* p0, const uint8_t* p1) {
@@ -234,56 +232,130 @@ void dot_tile(const uint8_t* w, int64_t nb, const QuantizedInput& xq, int64_t m0
 template <class T>
 inline float bias_at(const T* bias, int64_t n) { return bias ? to_float(bias[n]) : 0.0f; }
 
+// ---- Exact path: weight blocks dequantized in registers, float32 products with float32 input. ----
+// The input rows, widened to float32 once per call (M*K work against N*K for the weight).
+template <class T>
+const float* widen_input(const T* x, int64_t xs, int64_t M, int64_t K) {
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(M * K));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) buf[m * K + k] = to_float(x[m * xs + k]);
+  return buf.data();
+}
+
+constexpr int kChains = 2;  // independent accumulators per input row (FMA latency)
+
+// res[m] = dot(dequant(weight row), float input row m0 + m) for m < MR.
+template <QType QT, int MR>
+void exact_tile(const uint8_t* w, int64_t K, const float* xf, int64_t m0, float* res) {
+  constexpr int B = block_bytes<QT>();
+  VecF acc[MR][kChains];
+  for (int m = 0; m < MR; ++m)
+    for (int c = 0; c < kChains; ++c) acc[m][c] = VecF::zero();
+  const float* xr[MR];
+  for (int m = 0; m < MR; ++m) xr[m] = xf + (m0 + m) * K;
+  for (int64_t b = 0; b < K / kBlock; ++b) {
+    VecF wf[kVecsPerBlock];
+    block_values<QT>(w + b * B, wf);
+    for (int m = 0; m < MR; ++m)
+      for (int j = 0; j < kVecsPerBlock; ++j)
+        acc[m][j % kChains] = fmadd(wf[j], load(xr[m] + b * kBlock + j * VecF::N), acc[m][j % kChains]);
+  }
+  for (int m = 0; m < MR; ++m) res[m] = reduce_add(acc[m][0] + acc[m][1]);
+}
+
+// Q4_K / Q6_K: the weight row dequantized (scalar) into a per-thread buffer, reused while the
+// same row meets further input tiles, then float dot products.
+// `call` numbers the kernel calls: a row is never reused across calls (the weight may have changed).
+template <int MR>
+void dequantized_row_tile(QType qtype, const uint8_t* w, int64_t K, const float* xf, int64_t m0, float* res,
+                          uint64_t call) {
+  thread_local std::vector<float> row;
+  thread_local const uint8_t* row_of = nullptr;
+  thread_local uint64_t row_call = 0;
+  if (row_of != w || row_call != call || int64_t(row.size()) != K) {
+    row.resize(size_t(K));
+    dequantize_row(qtype, w, row.data(), K);
+    row_of = w;
+    row_call = call;
+  }
+  constexpr int V = VecF::N;
+  VecF acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = VecF::zero();
+  for (int64_t k = 0; k < K; k += V) {  // K is a multiple of 256
+    const VecF wv = load(row.data() + k);
+    for (int m = 0; m < MR; ++m) acc[m] = fmadd(wv, load(xf + (m0 + m) * K + k), acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) res[m] = reduce_add(acc[m]);
+}
+
+// ---- Driving the tiles over the output. ----
+// A kernel: `template <int MR> void tile(const uint8_t* weight_row, int64_t m0, float* res) const`.
+template <QType QT>
+struct Int8InputKernel {
+  const QuantizedInput* xq;
+  int64_t nb;
+  template <int MR>
+  void tile(const uint8_t* w, int64_t m0, float* res) const { dot_tile<QT, MR>(w, nb, *xq, m0, res); }
+};
+template <QType QT>
+struct ExactKernel {
+  const float* xf;
+  int64_t K;
+  template <int MR>
+  void tile(const uint8_t* w, int64_t m0, float* res) const { exact_tile<QT, MR>(w, K, xf, m0, res); }
+};
+struct DequantizedRowKernel {
+  QType qtype;
+  const float* xf;
+  int64_t K;
+  uint64_t call;
+  template <int MR>
+  void tile(const uint8_t* w, int64_t m0, float* res) const {
+    dequantized_row_tile<MR>(qtype, w, K, xf, m0, res, call);
+  }
+};
+std::atomic<uint64_t> dequantized_row_calls{0};
+
 // Rows [m0, m1) of the output for weight row n.
-template <QType QT, class T>
-void rows_of_output_column(T* out, int64_t os, const uint8_t* w, int64_t nb, const QuantizedInput& xq, const T* bias,
-                           int64_t n, int64_t m0, int64_t m1) {
+template <class Kernel, class T>
+void rows_of_output_column(const Kernel& kernel, T* out, int64_t os, const uint8_t* w, const T* bias, int64_t n,
+                           int64_t m0, int64_t m1) {
   float res[kMR];
   const float b = bias_at(bias, n);
   int64_t m = m0;
   for (; m + kMR <= m1; m += kMR) {
-    dot_tile<QT, kMR>(w, nb, xq, m, res);
+    kernel.template tile<kMR>(w, m, res);
     for (int i = 0; i < kMR; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
   }
   const int rest = int(m1 - m);
   switch (rest) {
-    case 1: dot_tile<QT, 1>(w, nb, xq, m, res); break;
-    case 2: dot_tile<QT, 2>(w, nb, xq, m, res); break;
-    case 3: dot_tile<QT, 3>(w, nb, xq, m, res); break;
+    case 1: kernel.template tile<1>(w, m, res); break;
+    case 2: kernel.template tile<2>(w, m, res); break;
+    case 3: kernel.template tile<3>(w, m, res); break;
     default: break;
   }
   for (int i = 0; i < rest; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
 }
 
-// Cache blocking for many input rows (prefill). An L1-sized chunk of quantized input rows meets
-// a block of weight rows (kept in L2) before the next chunk comes, so each tile loads its input
-// from L1 and each weight row is read from L2 once per chunk; decode (a few rows) is one chunk.
+// Cache blocking for many input rows (prefill). An L1-sized chunk of input rows meets a block of
+// weight rows (kept in L2) before the next chunk comes, so each tile loads its input from L1 and
+// each weight row is read from L2 once per chunk; decode (a few rows) is one chunk. Threads split
+// the output rows n (each streams its own slice of the weight).
 constexpr int64_t kInputL1Bytes = 24 << 10;
 constexpr int64_t kInputL2Bytes = 512 << 10;
 constexpr int64_t kWeightL2Bytes = 256 << 10;
 
-inline int64_t input_row_bytes(int64_t padded_blocks) {
-  return padded_blocks * (kBlock + 2 * kLanesPerBlock * int64_t(sizeof(float)));
-}
-
-// Rows of quantized input that fit in `bytes`, a whole number of kMR-row tiles (at least one).
+// Rows of input that fit in `bytes`, a whole number of kMR-row tiles (at least one).
 inline int64_t rows_within(int64_t bytes, int64_t row_bytes) {
   return std::max<int64_t>(kMR, bytes / std::max<int64_t>(1, row_bytes) / kMR * kMR);
 }
 
-QuantizedInput& input_scratch() {
-  thread_local QuantizedInput buf;  // reused across calls: decode does not allocate every step
-  return buf;
-}
-
-template <QType QT, class T>
-void linear_q8(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes, const T* bias,
-               int64_t M, int64_t N, int64_t K) {
-  QuantizedInput& xq = input_scratch();
-  quantize_input(xq, x, xs, M, K);
-  const int64_t nb = K / kBlock;
-  const int64_t xrow = input_row_bytes(xq.blocks);
-  const int64_t l2_rows = rows_within(kInputL2Bytes, xrow), l1_rows = rows_within(kInputL1Bytes, xrow);
+template <class Kernel, class T>
+void over_output(const Kernel& kernel, T* out, int64_t os, const uint8_t* weight, int64_t row_bytes, const T* bias,
+                 int64_t M, int64_t N, int64_t input_row_bytes) {
+  const int64_t l2_rows = rows_within(kInputL2Bytes, input_row_bytes);
+  const int64_t l1_rows = rows_within(kInputL1Bytes, input_row_bytes);
   const int64_t weight_rows = std::max<int64_t>(1, kWeightL2Bytes / std::max<int64_t>(1, row_bytes));
   const int64_t min_rows = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(1, row_bytes));
   parallel_for(N, min_rows, [&](int64_t n0, int64_t n1) {
@@ -294,97 +366,37 @@ void linear_q8(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight
         for (int64_t m1 = m2; m1 < m2_end; m1 += l1_rows) {
           const int64_t m1_end = std::min(m2_end, m1 + l1_rows);
           for (int64_t n = nw; n < nw_end; ++n)
-            rows_of_output_column<QT>(out, os, weight + n * row_bytes, nb, xq, bias, n, m1, m1_end);
+            rows_of_output_column(kernel, out, os, weight + n * row_bytes, bias, n, m1, m1_end);
         }
       }
     }
   });
 }
 
-// ---- Exact path: dequantize a weight row to float32 (in L1), then float dot products. ----
-#if defined(__AVX512F__)
-inline VecF int8_to_vecf(const int8_t* p) {
-  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-#else
-inline VecF int8_to_vecf(const int8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-#endif
-
-// A weight row -> K floats: d * q (+ m) per element, vectorized for the 32-element types
-// (fused multiply-add: within one rounding of gguf's d * q + m); K-quants through the scalar
-// statement of their layout.
-void dequantize_row_fast(QType qtype, const uint8_t* row, float* y, int64_t K) {
-  if (qtype != QType::Q8_0 && qtype != QType::Q4_0 && qtype != QType::Q4_1) return dequantize_row(qtype, row, y, K);
-  const int B = qtype_info(int(qtype)).block_bytes;
-  constexpr int V = VecF::N;
-  alignas(64) int8_t v[kBlock];
-  for (int64_t b = 0; b < K / kBlock; ++b) {
-    const uint8_t* p = row + b * B;
-    const VecF d = VecF::broadcast(fp16_at(p));
-    const VecF m = VecF::broadcast(qtype == QType::Q4_1 ? fp16_at(p + 2) : 0.0f);
-    const int8_t* q = reinterpret_cast<const int8_t*>(p + 2);
-    if (qtype != QType::Q8_0) {
-      const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (qtype == QType::Q4_1 ? 4 : 2)));
-      const __m128i off = _mm_set1_epi8(qtype == QType::Q4_0 ? 8 : 0), low = _mm_set1_epi8(0x0F);
-      _mm_store_si128(reinterpret_cast<__m128i*>(v), _mm_sub_epi8(_mm_and_si128(t, low), off));
-      _mm_store_si128(reinterpret_cast<__m128i*>(v + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), low), off));
-      q = v;
-    }
-    for (int i = 0; i < kBlock; i += V) store(y + b * kBlock + i, fmadd(int8_to_vecf(q + i), d, m));
-  }
+QuantizedInput& input_scratch() {
+  thread_local QuantizedInput buf;  // reused across calls: decode does not allocate every step
+  return buf;
 }
 
-// res[m] = w . x[m] for MR float rows of x (stride xs), K elements, one load of w per MR products.
-template <int MR>
-void dot_f32_rows(const float* w, const float* x, int64_t xs, int64_t K, float* res) {
-  constexpr int V = VecF::N;
-  VecF acc[MR];
-  for (int m = 0; m < MR; ++m) acc[m] = VecF::zero();
-  int64_t k = 0;
-  for (; k + V <= K; k += V) {
-    const VecF wv = load(w + k);
-    for (int m = 0; m < MR; ++m) acc[m] = fmadd(wv, load(x + m * xs + k), acc[m]);
-  }
-  for (int m = 0; m < MR; ++m) {
-    res[m] = reduce_add(acc[m]);
-    for (int64_t j = k; j < K; ++j) res[m] += w[j] * x[m * xs + j];
-  }
+template <QType QT, class T>
+void linear_int8_input(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes,
+                       const T* bias, int64_t M, int64_t N, int64_t K) {
+  QuantizedInput& xq = input_scratch();
+  quantize_input(xq, x, xs, M, K);
+  const int64_t xrow = xq.blocks * (kBlock + 2 * kLanesPerBlock * int64_t(sizeof(float)));
+  over_output(Int8InputKernel<QT>{&xq, K / kBlock}, out, os, weight, row_bytes, bias, M, N, xrow);
 }
 
-template <class T>
-void linear_dequantized_rows(QType qtype, T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight,
-                             int64_t row_bytes, const T* bias, int64_t M, int64_t N, int64_t K) {
-  thread_local std::vector<float> xf_buf;  // input rows widened once (M*K work against N*K)
-  xf_buf.resize(size_t(M * K));
-  float* xf = xf_buf.data();
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k) xf[m * K + k] = to_float(x[m * xs + k]);
-  // Input rows per pass kept in L2; each weight row is dequantized once per pass.
-  const int64_t chunk = std::min(M, rows_within(kInputL2Bytes, K * int64_t(sizeof(float))));
-  const int64_t min_rows = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(1, row_bytes));
-  parallel_for(N, min_rows, [&](int64_t n0, int64_t n1) {
-    thread_local std::vector<float> row;
-    row.resize(size_t(K));
-    float res[kMR];
-    for (int64_t mc = 0; mc < M; mc += chunk) {
-      const int64_t mc_end = std::min(M, mc + chunk);
-      for (int64_t n = n0; n < n1; ++n) {
-        dequantize_row_fast(qtype, weight + n * row_bytes, row.data(), K);
-        const float b = bias_at(bias, n);
-        int64_t m = mc;
-        for (; m + kMR <= mc_end; m += kMR) {
-          dot_f32_rows<kMR>(row.data(), xf + m * K, K, K, res);
-          for (int i = 0; i < kMR; ++i) out[(m + i) * os + n] = from_float<T>(res[i] + b);
-        }
-        for (; m < mc_end; ++m) {
-          dot_f32_rows<1>(row.data(), xf + m * K, K, K, res);
-          out[m * os + n] = from_float<T>(res[0] + b);
-        }
-      }
-    }
-  });
+template <QType QT, class T>
+void linear_exact(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes,
+                  const T* bias, int64_t M, int64_t N, int64_t K) {
+  const float* xf = widen_input(x, xs, M, K);
+  const int64_t xrow = K * int64_t(sizeof(float));
+  if constexpr (QT == QType::Q4_K || QT == QType::Q6_K)
+    over_output(DequantizedRowKernel{QT, xf, K, ++dequantized_row_calls}, out, os, weight, row_bytes, bias, M, N,
+                xrow);
+  else
+    over_output(ExactKernel<QT>{xf, K}, out, os, weight, row_bytes, bias, M, N, xrow);
 }
 
 template <class T>
@@ -401,12 +413,18 @@ void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView&
       for (int64_t n = 0; n < N; ++n) op[m * os + n] = from_float<T>(bias_at(bias, n));
     return;
   }
-  if (!quantize_input) return linear_dequantized_rows(qtype, op, os, xp, xs, w, rb, bias, M, N, K);
   switch (qtype) {
-    case QType::Q8_0: return linear_q8<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q4_0: return linear_q8<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q4_1: return linear_q8<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K);
-    default: return linear_dequantized_rows(qtype, op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q8_0:
+      return quantize_input ? linear_int8_input<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K)
+                            : linear_exact<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q4_0:
+      return quantize_input ? linear_int8_input<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K)
+                            : linear_exact<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q4_1:
+      return quantize_input ? linear_int8_input<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K)
+                            : linear_exact<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q4_K: return linear_exact<QType::Q4_K>(op, os, xp, xs, w, rb, bias, M, N, K);
+    case QType::Q6_K: return linear_exact<QType::Q6_K>(op, os, xp, xs, w, rb, bias, M, N, K);
   }
 }
 

@@ -2,7 +2,8 @@
 ``swap_in_quantized`` which puts them in place of a model's dense ``Linear`` / ``nn.Embedding``.
 
 On CPU they call the block kernels of ``ops.quantized_linear`` directly (the weight stays in its
-GGUF blocks; no dense copy is ever kept); elsewhere (GPUs, a forced ``reference`` backend,
+GGUF blocks; no dense copy is ever kept; prefill-sized inputs go through dequantized tiles of a
+few MB and torch's matmul, as the op routes them); elsewhere (GPUs, a forced ``reference`` backend,
 ``torch.compile`` tracing) they go through the op, whose reference dequantizes per call.
 """
 
@@ -14,8 +15,8 @@ import torch.nn as nn
 from ..ops import _dispatch
 from ..ops._checks import FLOAT_DTYPES
 from ..ops.quantized_linear import (
-    default_quantize_input, quantized_embedding, quantized_embedding_cpu_unchecked, quantized_linear,
-    quantized_linear_cpu_unchecked,
+    SMALL_M_MAX, default_quantize_input, quantized_embedding, quantized_embedding_cpu_unchecked, quantized_linear,
+    quantized_linear_cpu_unchecked, quantized_linear_through_tiles,
 )
 from ..quant import QuantizedTensor
 
@@ -47,8 +48,11 @@ class QuantizedLinear(nn.Module):
         if x.dim() == 2 and x.dtype in FLOAT_DTYPES and _cpu_kernel_allowed(x.device):
             if out is None:
                 out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype)
-            # Routing only; the C++ kernel checks shapes, strides and dtypes itself.
-            quantized_linear_cpu_unchecked(x, self.qweight, bias, out, self.quantize_input)
+            # Routing only; the C++ kernels check shapes, strides and dtypes themselves.
+            if x.shape[0] <= SMALL_M_MAX or _dispatch.forced_backend() == "cpu":
+                quantized_linear_cpu_unchecked(x, self.qweight, bias, out, self.quantize_input)
+            else:  # prefill: dequantized tiles and torch's matmul (see ops.quantized_linear)
+                quantized_linear_through_tiles(x, self.qweight, bias, out)
             return out
         return quantized_linear(x, self.qweight, bias, out=out, quantize_input=self.quantize_input)
 

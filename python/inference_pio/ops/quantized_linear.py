@@ -17,6 +17,14 @@ Two ways the linear kernel (csrc/kernels/cpu/quantized_linear.cpp) computes:
 ``quantize_input=None`` takes ``INFERENCE_PIO_QUANTIZE_INPUT`` (``1`` / ``0``), default exact: the
 model tests compare with transformers on the same dequantized weights.
 
+Routing (why): decode (``M <= SMALL_M_MAX`` rows) is memory-bound and the block kernel streams the
+weight once. Prefill is compute-bound, and torch's blocked GEMM (AMX / AVX-512 through oneDNN)
+outruns any block kernel there, so for more rows the op dequantizes tiles of weight rows (the
+embedding kernel, ``DEQUANT_TILE_BYTES`` at a time, never the whole matrix) and multiplies them
+with torch's matmul in x's dtype: exact products for float32 x, bf16/fp16 weights for bf16/fp16 x
+(rounded as a dense bf16/fp16 checkpoint would be), whatever ``quantize_input`` says. A forced
+backend (``use_backend``) bypasses the routing, so the kernel is tested at every M.
+
 Backends: ``reference`` (the gguf package's dequantizer, then a float32 matmul; float64 for
 float64) and ``cpu``. Backend call conventions: ``quantized_linear: impl(x2d, qweight, bias, out2d,
 quantize_input)``, ``quantized_embedding: impl(ids1d, qweight, out2d)``.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 
 import torch
 
@@ -39,6 +48,10 @@ QUANTIZE_INPUT_ENV = "INFERENCE_PIO_QUANTIZE_INPUT"
 #: Types the int8-input path handles (ggml ids of Q4_0, Q4_1, Q8_0); the others always compute exactly.
 INT8_INPUT_QTYPES = (2, 3, 8)
 Q8_BLOCK = 32
+
+# Rows up to which the block kernel runs; more rows go through dequantized tiles and torch's matmul.
+SMALL_M_MAX = 16
+DEQUANT_TILE_BYTES = 2 << 20
 
 _quantized_linear = _dispatch.op("quantized_linear")
 _quantized_embedding = _dispatch.op("quantized_embedding")
@@ -126,8 +139,64 @@ def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tens
     out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
     if quantize_input is None:
         quantize_input = default_quantize_input()
-    _quantized_linear(x.device, x2, qweight, bias, out2, bool(quantize_input))
+    if _dispatch.forced_backend() is None and x2.shape[0] > SMALL_M_MAX and x.device.type == "cpu" \
+            and _native.cpu_available():
+        quantized_linear_through_tiles(x2, qweight, bias, out2)
+    else:
+        _quantized_linear(x.device, x2, qweight, bias, out2, bool(quantize_input))
     return out
+
+
+_tile_workspaces = threading.local()  # one set of tile buffers per thread, shared by every layer
+
+
+def _tile_buffer(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A reused flat buffer of at least ``numel`` elements (grown, never shrunk)."""
+    buffers = _tile_workspaces.__dict__.setdefault("buffers", {})
+    buf = buffers.get((name, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = buffers[(name, dtype)] = torch.empty(numel, dtype=dtype)
+    return buf[:numel]
+
+
+def _row_ids(n: int) -> torch.Tensor:
+    """``arange(n)`` (int64), the prefix of a per-thread cached arange."""
+    ids = getattr(_tile_workspaces, "row_ids", None)
+    if ids is None or ids.numel() < n:
+        ids = _tile_workspaces.row_ids = torch.arange(n, dtype=torch.int64)
+    return ids[:n]
+
+
+def quantized_linear_through_tiles(x2: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None,
+                                   out2: torch.Tensor) -> None:
+    """The prefill route (CPU): ``out2 [M, N] = x2 [M, K] @ W.T (+ bias)`` with W dequantized a tile of
+    rows (``DEQUANT_TILE_BYTES``) at a time into x's dtype and multiplied by torch's matmul. The tile
+    buffers are per thread and shared by all layers, so no layer holds a dense piece of its weight."""
+    n, k = qweight.shape
+    m = x2.shape[0]
+    rows = max(1, min(n, DEQUANT_TILE_BYTES // max(1, k * x2.element_size())))
+    tiles = _tile_buffer("tile", rows * k, x2.dtype).view(rows, k)
+    products = _tile_buffer("product", m * rows, x2.dtype)
+    ids = _row_ids(n)
+    module = _native.cpu_module()
+    data = view(qweight.data)
+    for n0 in range(0, n, rows):
+        n1 = min(n, n0 + rows)
+        tile = tiles[: n1 - n0]
+        module.quantized_embedding(view(tile), view(ids[n0:n1]), data, qweight.qtype)
+        if n1 - n0 == n:  # one tile: straight into out
+            _mm_into(x2, tile, bias, out2)
+        else:
+            product = products[: m * (n1 - n0)].view(m, n1 - n0)  # contiguous, as mm's out wants
+            _mm_into(x2, tile, None if bias is None else bias[n0:n1], product)
+            out2[:, n0:n1].copy_(product)
+
+
+def _mm_into(x2, tile, bias, dst):
+    if bias is None:
+        torch.mm(x2, tile.t(), out=dst)
+    else:
+        torch.addmm(bias, x2, tile.t(), out=dst)
 
 
 def quantized_linear_cpu_unchecked(x2: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None,
