@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -26,7 +27,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         prompt_ids = served.model.apply_chat_template(messages)
     except ValueError as e:
         raise APIError(400, f"messages: {e}", param="messages") from e
-    processors = processors_for(served.model, req.response_format)
+    # The first schema of a model builds the grammar's vocabulary (seconds): off the event loop.
+    processors = await asyncio.to_thread(processors_for, served.model, req.response_format)
     params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.token_limit, "messages"), processors)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     metrics = app_state.metrics
