@@ -8,7 +8,10 @@ each decode step (embedding -> layers -> final norm -> LM head) in a single call
 The model must be laid out like transformers' Llama, as ``plugins/llama/model.py`` (and the
 families built on it: Mistral, Qwen2) is: ``embed_tokens``, ``layers[i].{input_layernorm,
 self_attn.{qkv_proj, attn, o_proj}, post_attention_layernorm, mlp.{gate_up_proj, down_proj}}``,
-``norm``, ``lm_head``, ``rotary``, built from ``inference_pio.layers`` modules.
+``norm``, ``lm_head``, ``rotary``, built from ``inference_pio.layers`` modules. Projections may be
+dense ``Linear``, ``QuantizedLinear`` (GGUF blocks, its ``quantize_input`` honoured) or split in row
+parts of those (a GGUF with mixed types per group); the embedding dense or ``QuantizedEmbedding``.
+Per-layer settings (sliding window, attention scale, norm eps, qkv bias) come from each layer.
 
 ``fused_decode_step`` is the model's hook: it returns the step's logits, or None when the fused
 path does not apply (not a CPU decode step, ``INFERENCE_PIO_FUSED_DECODE=0``, a forced non-cpu
