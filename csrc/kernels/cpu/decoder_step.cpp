@@ -11,7 +11,9 @@
 //   residual, hidden [T, hidden]; qkv [T, (H + 2 KVH) D] (q heads, then k, then v);
 //   attn [T, H D]; gate_up [T, 2 I] (gate rows first); act [T, I]; logits [T, vocab].
 // Each layer's input norm is fused with the residual add of the previous block's output, like
-// the Python model (plugins/llama/model.py); the first layer's has nothing to add.
+// the Python model (plugins/llama/model.py); the first layer's has nothing to add. Projections
+// and the embedding are dense or GGUF blocks (quantized_linear / quantized_embedding), and a
+// projection may be several row slices each writing its own output columns.
 #include <cstdlib>
 #include <cstring>
 #include <memory>
