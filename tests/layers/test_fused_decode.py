@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from inference_pio.engine.generate import greedy
+from inference_pio.ops._tensor import view
 from inference_pio.layers.fused_decode import (FUSED_DECODE_ENV, FusedDecoder, FusedDecodeUnsupported,
                                                  forget_fused_decoder, fused_decoder_of)
 from inference_pio.plugins.llama import Llama_Plugin
@@ -284,3 +285,25 @@ def test_quantized_weights_fused_step_matches_per_op_step(gqa_folder, monkeypatc
     # The blocks were used (the logits moved) and hold the same model (the logits point the same way).
     assert not torch.allclose(unfused, reference, rtol=1e-3, atol=1e-3)
     assert torch.nn.functional.cosine_similarity(unfused.flatten(), reference.flatten(), dim=0) > 0.9
+
+
+def test_one_plan_serves_batches_that_grow_and_shrink(gqa_folder, monkeypatch):
+    plugin = load_plugin(Llama_Plugin, gqa_folder)
+    for batch in (1, 3, 2):
+        unfused, fused = fused_and_unfused_decode(plugin, monkeypatch, batch, steps=3)
+        assert_float32_close(fused, unfused)
+
+
+def test_bad_quantized_weights_are_named(tiny_model):
+    from inference_pio import _native
+
+    model = copy.deepcopy(tiny_model)
+    quantize_model(model, quantize_input=False)
+    qweight = model.layers[0].mlp.down_proj.qweight
+    qweight.data = qweight.data[:, :-2].contiguous()  # a row two bytes short of its 5 Q4_1 blocks
+    with pytest.raises(FusedDecodeUnsupported,
+                       match=r"layers\[0\]\.down must be uint8 \[64, 100\] \(Q4_1 blocks of 160 columns\), got \[64, 98\]"):
+        FusedDecoder(model)
+    blocks = torch.zeros(4, 34, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="unsupported ggml quantization type id 99"):
+        _native.cpu_module().PlanWeight.quantized(view(blocks), 99, 32)
