@@ -29,7 +29,7 @@ SAMPLES = [(80, "fp16"), (90, "bf16"), (80, "bf16"), (90, "fp16")]
 
 def _cases(family: str) -> list[tuple[str, object, dict, dict, int, dict]]:
     """(label, kernel, pointer dtypes, constexprs, arch, options) for one kernel family (child process)."""
-    from kernels import activation, kv_cache, paged_decode_attention as dec, prefill_attention as pre, rms_norm, rotary_embedding
+    from inference_pio.kernels import activation, kv_cache, paged_decode_attention as dec, prefill_attention as pre, rms_norm, rotary_embedding
 
     cases = []
     if family == "rms_norm":

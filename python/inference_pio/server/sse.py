@@ -13,6 +13,18 @@ def event(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes its body iterator however the response ends. Starlette leaves it suspended when a
+    send fails on a disconnected client (ASGI 2.4), and only garbage collection would close it."""
+
+    async def stream_response(self, send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+
+
 def sse_response(chunks: AsyncIterator[str], on_cancel: Callable[[], None] | None = None) -> StreamingResponse:
     """Streams ``chunks``; when the client goes away the stream is closed (cancelling the request)
     and ``on_cancel`` is called."""
@@ -31,5 +43,5 @@ def sse_response(chunks: AsyncIterator[str], on_cancel: Callable[[], None] | Non
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _ClosingStreamingResponse(body(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
