@@ -158,7 +158,7 @@ def test_sentence_embedding_model_uses_its_own_embed(manager):
         return embedder, result, reference
 
     embedder, result, reference = run(main())
-    assert embedder.dimensions == 384 and len(result.vectors) == 2
+    assert embedder.dimensions == 384 and embedder.max_tokens == 256 and len(result.vectors) == 2
     torch.testing.assert_close(torch.tensor(result.vectors), reference.float())
 
 

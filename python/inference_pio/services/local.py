@@ -272,8 +272,7 @@ class LocalEmbedder(Embedder):
 
     @property
     def max_tokens(self) -> int:
-        engine = getattr(self._model.plugin, "engine", None)
-        return engine.max_model_len if engine is not None else int(getattr(self._model.plugin, "max_seq_len", 512))
+        return self._model.max_model_len  # the encoder's max_seq_length, or the LM's context
 
     @property
     def tokenizer(self) -> EstimatingTokenizer:
@@ -282,11 +281,10 @@ class LocalEmbedder(Embedder):
     @property
     def dimensions(self) -> int:
         if self._dimensions is None:
-            config = getattr(getattr(self._model.plugin, "model", None), "config", None)
-            hidden = getattr(config, "hidden_size", None)
-            if hidden is None:  # no config to read: one embedding says
-                hidden = len(self._embed_sync(["dimension probe"])[0])
-            self._dimensions = int(hidden)
+            if self._model.is_embedding_model:  # pooling may concatenate modes: the plugin knows the width
+                self._dimensions = self._model.embedding_dim
+            else:  # pooled hidden states
+                self._dimensions = int(self._model.plugin.config.hidden_size)
         return self._dimensions
 
     def _embed_sync(self, texts: list[str]):
