@@ -154,11 +154,12 @@ def test_sentence_embedding_model_uses_its_own_embed(manager):
         with pytest.raises(ServiceError, match="embedding model"):
             await svc.get_schematic_generator(Dict)
         reference = (await svc.model()).embed(["A cat sits on the mat.", "Paris is the capital of France."])
+        assert embedder.dimensions == 384 and embedder.max_tokens == 256
         await svc.aclose()
         return embedder, result, reference
 
     embedder, result, reference = run(main())
-    assert embedder.dimensions == 384 and embedder.max_tokens == 256 and len(result.vectors) == 2
+    assert len(result.vectors) == 2
     torch.testing.assert_close(torch.tensor(result.vectors), reference.float())
 
 
