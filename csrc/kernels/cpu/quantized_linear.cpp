@@ -38,7 +38,7 @@
 namespace pio::cpu {
 namespace {
 
-constexpr int kBlock = 32;           // elements per Q8_0 / Q4_0 / Q4_1 block and per input block
+constexpr int kBlock = kQBlock;      // elements per Q8_0 / Q4_0 / Q4_1 block and per input block
 constexpr int kLanesPerBlock = 8;    // int32 lanes one 32-byte block dot product lands in
 constexpr int kMR = 4;               // input rows per tile
 constexpr int64_t kMinWeightBytesPerThread = 1 << 14;
