@@ -139,7 +139,7 @@ def test_family_mismatch(manager):
 def test_sentence_embedding_model_uses_its_own_embed(manager):
     """all-MiniLM-L6-v2 (the bert plugin) embeds through its own pooling; it cannot generate."""
     from inference_pio.services import LocalModelService, ServiceError
-    from tests.server.conftest import minilm_folder
+    from tests.server.serving import minilm_folder
 
     folder = minilm_folder()
     if folder is None:

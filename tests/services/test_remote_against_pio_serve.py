@@ -4,18 +4,13 @@ structured output goes through the server's response_format grammar and validate
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from typing import Literal
 
-import httpx
 import pydantic
 import pytest
 
 from inference_pio.services import OpenAIRemoteService, RemoteServiceError
-from tests.services.fault_server import free_port
+from tests.server.serving import running_pio_serve
 
 pytestmark = pytest.mark.slow
 
@@ -28,31 +23,9 @@ class Capital(pydantic.BaseModel):
 
 @pytest.fixture(scope="module")
 def served(checkpoint):
-    port = free_port()
-    cmd = [sys.executable, "-m", "inference_pio", "serve", str(checkpoint), "--name", "tiny", "--port", str(port),
-           "--api-key", "key", "--dtype", "float32", "--max-seq-len", "1024", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"pio serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"pio serve did not come up:\n{proc.stdout.read()}")
-        time.sleep(0.2)
-    yield f"{base}/v1"
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    args = ["--name", "tiny", "--api-key", "key", "--dtype", "float32", "--max-seq-len", "1024"]
+    with running_pio_serve(checkpoint, *args) as base:
+        yield f"{base}/v1"
 
 
 def test_structured_output_from_our_server(served):
