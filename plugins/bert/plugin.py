@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gc
 import itertools
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from inference_pio.plugin import ConfigError, ModelPluginMetadata, PluginType, TextModelPluginInterface
+from inference_pio.plugin import ConfigError, ModelPluginMetadata, PluginType, CheckpointPlugin
 from inference_pio.tokenizer import Tokenizer
 from inference_pio.weights import resolve_dtype
 
@@ -21,10 +20,9 @@ from .pooling import l2_normalize, pool_packed
 from .sentence_config import SentenceEmbeddingConfig
 from .text_encoder import TextEncoder
 
-logger = logging.getLogger(__name__)
 
 
-class Bert_Plugin(TextModelPluginInterface):
+class Bert_Plugin(CheckpointPlugin):
     """BERT, MiniLM, BGE, E5 ... sentence-embedding checkpoints: ``embed(texts) -> [n, dim]``.
 
     ``initialize(model_path=..., dtype=..., device=..., **config_overrides)`` loads config.json,
@@ -32,6 +30,8 @@ class Bert_Plugin(TextModelPluginInterface):
     tokenizer.json; on failure it returns ``False`` and keeps the exception in ``init_error``.
     An encoder has no generation engine: ``generate_text`` raises ``NotImplementedError``.
     """
+
+    config_class = BertConfig
 
     def __init__(self, metadata: ModelPluginMetadata | None = None):
         super().__init__(metadata or ModelPluginMetadata(
@@ -47,19 +47,8 @@ class Bert_Plugin(TextModelPluginInterface):
         self.tokenizer: Tokenizer | None = None
         self.text_encoder: TextEncoder | None = None
         self.device: torch.device | None = None
-        self.init_error: Exception | None = None
 
     # ----- lifecycle -----
-
-    def initialize(self, **kwargs: Any) -> bool:
-        try:
-            self.load(**kwargs)
-            return True
-        except Exception as exc:  # the interface reports failure by value; the cause stays inspectable
-            logger.error("%s plugin failed to initialize: %s", self.metadata.name, exc)
-            self.init_error = exc
-            self.cleanup()
-            return False
 
     def load(self, model_path: str | Path | None = None, config: BertConfig | None = None,
              num_kv_blocks: int | None = None, prefill_budget: int | None = None, **overrides: Any) -> None:
@@ -120,14 +109,6 @@ class Bert_Plugin(TextModelPluginInterface):
     def max_seq_length(self) -> int:
         """Tokens of a text the model reads (special tokens included); the rest is cut off."""
         return self._require().max_length
-
-    def supports_config(self, config: Any) -> bool:
-        if isinstance(config, BertConfig):
-            return True
-        if isinstance(config, dict):
-            return (config.get("model_type") in self.metadata.model_types
-                    or any(a in self.metadata.architectures for a in config.get("architectures") or []))
-        return False
 
     def _require(self) -> TextEncoder:
         if self.model is None or self.text_encoder is None:

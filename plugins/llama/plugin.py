@@ -4,7 +4,6 @@ through the engine."""
 from __future__ import annotations
 
 import gc
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 
 from inference_pio.engine import PagedKVCache, SamplingParams
 from inference_pio.engine.generate import GenerationEngine
-from inference_pio.plugin import ModelPluginMetadata, PluginType, TextModelPluginInterface
+from inference_pio.plugin import ModelPluginMetadata, PluginType, CheckpointPlugin
 from inference_pio.tokenizer import Tokenizer
 from inference_pio.weights import resolve_dtype
 from inference_pio.weights.gguf_file import is_gguf_file, open_gguf
@@ -20,7 +19,6 @@ from inference_pio.weights.gguf_file import is_gguf_file, open_gguf
 from .config import LlamaConfig
 from .model import LlamaModel
 
-logger = logging.getLogger(__name__)
 
 
 def _torch_dtype(cfg: LlamaConfig) -> torch.dtype:
@@ -28,7 +26,7 @@ def _torch_dtype(cfg: LlamaConfig) -> torch.dtype:
     return resolve_dtype(cfg.dtype) or torch.float32
 
 
-class Llama_Plugin(TextModelPluginInterface):
+class Llama_Plugin(CheckpointPlugin):
     """Llama, TinyLlama and DeepSeek (Llama architecture) checkpoints on the paged-KV engine.
 
     ``initialize(model_path=..., dtype=..., device=..., num_kv_blocks=..., prefill_budget=...,
@@ -56,19 +54,8 @@ class Llama_Plugin(TextModelPluginInterface):
         self.tokenizer: Tokenizer | None = None
         self.kv_cache: PagedKVCache | None = None
         self.engine: GenerationEngine | None = None
-        self.init_error: Exception | None = None
 
     # ----- lifecycle -----
-
-    def initialize(self, **kwargs: Any) -> bool:
-        try:
-            self.load(**kwargs)
-            return True
-        except Exception as exc:  # the interface reports failure by value; the cause stays inspectable
-            logger.error("%s plugin failed to initialize: %s", self.metadata.name, exc)
-            self.init_error = exc
-            self.cleanup()
-            return False
 
     def load(self, model_path: str | Path | None = None, config: LlamaConfig | None = None,
              num_kv_blocks: int | None = None, prefill_budget: int = 512, **overrides: Any) -> None:
@@ -133,14 +120,6 @@ class Llama_Plugin(TextModelPluginInterface):
         return True
 
     # ----- use -----
-
-    def supports_config(self, config: Any) -> bool:
-        if isinstance(config, self.config_class):
-            return True
-        if isinstance(config, dict):
-            return (config.get("model_type") in self.metadata.model_types
-                    or any(a in self.metadata.architectures for a in config.get("architectures") or []))
-        return False
 
     def _require(self) -> GenerationEngine:
         if self.engine is None:

@@ -15,13 +15,13 @@ from .errors import (
     PluginLoadError,
     PluginNotFoundError,
 )
-from .interface import ModelPluginMetadata, PluginType, TextModelPluginInterface
+from .interface import CheckpointPlugin, ModelPluginMetadata, PluginType, TextModelPluginInterface
 from .manager import PluginInfo, PluginManager
 from .manifest import MANIFEST_FILENAME, PluginManifest, load_manifest, parse_manifest
 
 __all__ = [
     "BUILTIN_PACKAGE", "ENTRY_POINT_GROUP", "ENV_VAR", "MANIFEST_FILENAME",
-    "BaseConfig", "BrokenPlugin", "CompatibilityCheck", "CompatibilityReport", "ConfigError",
+    "BaseConfig", "BrokenPlugin", "CheckpointPlugin", "CompatibilityCheck", "CompatibilityReport", "ConfigError",
     "DependencyReport", "ManifestError", "MissingDependencyError", "ModelPluginMetadata",
     "NoPluginForModelError", "PluginError", "PluginInfo", "PluginInstallError",
     "PluginLoadError", "PluginManager", "PluginManifest", "PluginNotFoundError", "PluginType",

@@ -7,6 +7,7 @@ A plugin is a ``TextModelPluginInterface`` subclass described by ``ModelPluginMe
 from __future__ import annotations
 
 import enum
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,3 +118,39 @@ class TextModelPluginInterface(ABC):
         if raise_on_unmet:
             report.raise_if_unmet()
         return report
+
+
+class CheckpointPlugin(TextModelPluginInterface):
+    """A plugin that serves one loaded checkpoint: ``initialize(**kwargs)`` runs ``load(**kwargs)``
+    and reports failure by value (the exception stays in ``init_error``, everything loaded so far is
+    released); ``supports_config`` accepts ``config_class`` instances and config.json dicts whose
+    ``model_type`` / ``architectures`` the manifest lists."""
+
+    config_class: type | None = None
+
+    def __init__(self, metadata: ModelPluginMetadata):
+        super().__init__(metadata)
+        self.init_error: Exception | None = None
+
+    @abstractmethod
+    def load(self, **kwargs: Any) -> None:
+        """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure."""
+
+    def initialize(self, **kwargs: Any) -> bool:
+        try:
+            self.load(**kwargs)
+            return True
+        except Exception as exc:  # the interface reports failure by value; the cause stays inspectable
+            logging.getLogger(type(self).__module__).error("%s plugin failed to initialize: %s",
+                                                           self.metadata.name, exc)
+            self.init_error = exc
+            self.cleanup()
+            return False
+
+    def supports_config(self, config: Any) -> bool:
+        if self.config_class is not None and isinstance(config, self.config_class):
+            return True
+        if isinstance(config, dict):
+            return (config.get("model_type") in self.metadata.model_types
+                    or any(a in self.metadata.architectures for a in config.get("architectures") or []))
+        return False
