@@ -141,7 +141,7 @@ def decode_bytes(path: Path) -> int:
 def report(results: dict, meta: dict, out: Path) -> str:
     ours = results["inference-pio"]
     lines = [f"# SmolLM2-135M-Instruct (Q4_1 GGUF) on the CPU, {meta['date']}", "",
-             f"{meta['cpu']}; {meta['threads']} threads; load average at start {meta['load']}. "
+             f"{meta['cpu']}; {meta['threads']} thread(s); load average at start {meta['load']} (a shared machine). "
              f"Batch 1: decode = {NEW_TOKENS} new tokens after a {meta['chat_len']}-token chat prompt (EOS ignored), "
              f"prompt = a {PROMPT_TOKENS}-token prompt to the first token; best of {meta['repeats']}. "
              f"Same GGUF file and token ids everywhere.", "",
@@ -162,7 +162,7 @@ def report(results: dict, meta: dict, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(results: dict, bound: float, path: Path) -> None:
+def chart(results: dict, bound: float, path: Path, threads: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,7 +180,7 @@ def chart(results: dict, bound: float, path: Path) -> None:
     right.set_ylabel("tokens/s")
     for ax in (left, right):
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    fig.suptitle("SmolLM2-135M-Instruct Q4_1, CPU")
+    fig.suptitle(f"SmolLM2-135M-Instruct Q4_1, CPU, {threads} thread{'s' * (threads > 1)}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     text = report(results, meta, args.out)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    chart(results, meta["bound_tps"], args.out.with_suffix(".png"))
+    chart(results, meta["bound_tps"], args.out.with_suffix(".png"), args.threads)
     print(text)
 
 
