@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "linear_checks.h"
 #include "dispatch.h"
 #include "parallel.h"
 #include "pio/pybind_tensor_view.h"
@@ -240,22 +241,7 @@ void linear(const TensorView& out, const TensorView& x, const TensorView& weight
   PIO_CHECK(K == 0 || ((K == 1 || weight.stride(1) == 1) && (N <= 1 || weight.stride(0) == K)),
             "weight must be contiguous [N, K], got strides (", weight.stride(0), ", ", weight.stride(1), ")");
   check_not_null(weight, "weight");
-  if (bias) {
-    check_cpu(*bias, "bias");
-    check_ndim(*bias, "bias", 1);
-    check_same_dtype(*bias, "bias", x, "x");
-    check_dim(*bias, "bias", 0, N);
-    PIO_CHECK(N <= 1 || bias->stride(0) == 1, "bias must be contiguous, got stride ", bias->stride(0));
-    check_not_null(*bias, "bias");
-  }
-  check_cpu(out, "out");
-  check_ndim(out, "out", 2);
-  check_same_dtype(out, "out", x, "x");
-  check_dim(out, "out", 0, M);
-  check_dim(out, "out", 1, N);
-  check_last_dim_contiguous(out, "out");
-  PIO_CHECK(M <= 1 || out.stride(0) >= N, "out: rows must not overlap, got strides (", out.stride(0), ", 1)");
-  check_not_null(out, "out");
+  check_linear_bias_and_out(bias, out, x, M, N);
   PIO_DISPATCH_FLOAT(x.dtype, "linear", [&] {
     linear_impl<scalar_t>(out, x, weight, bias ? bias->ptr<scalar_t>() : nullptr);
   });

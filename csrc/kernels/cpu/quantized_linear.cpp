@@ -28,6 +28,7 @@
 #include <optional>
 #include <vector>
 
+#include "linear_checks.h"
 #include "dispatch.h"
 #include "parallel.h"
 #include "pio/pybind_tensor_view.h"
@@ -452,22 +453,7 @@ void quantized_linear(const TensorView& out, const TensorView& x, const TensorVi
   PIO_CHECK(row_bytes == 0 || ((row_bytes == 1 || weight.stride(1) == 1) && (N <= 1 || weight.stride(0) == row_bytes)),
             "weight must be contiguous, got strides (", weight.stride(0), ", ", weight.stride(1), ")");
   check_not_null(weight, "weight");
-  if (bias) {
-    check_cpu(*bias, "bias");
-    check_ndim(*bias, "bias", 1);
-    check_same_dtype(*bias, "bias", x, "x");
-    check_dim(*bias, "bias", 0, N);
-    PIO_CHECK(N <= 1 || bias->stride(0) == 1, "bias must be contiguous, got stride ", bias->stride(0));
-    check_not_null(*bias, "bias");
-  }
-  check_cpu(out, "out");
-  check_ndim(out, "out", 2);
-  check_same_dtype(out, "out", x, "x");
-  check_dim(out, "out", 0, M);
-  check_dim(out, "out", 1, N);
-  check_last_dim_contiguous(out, "out");
-  PIO_CHECK(M <= 1 || out.stride(0) >= N, "out: rows must not overlap, got strides (", out.stride(0), ", 1)");
-  check_not_null(out, "out");
+  check_linear_bias_and_out(bias, out, x, M, N);
   PIO_DISPATCH_FLOAT(x.dtype, "quantized_linear", [&] {
     quantized_linear_impl<scalar_t>(QType(qtype), out, x, weight, bias ? bias->ptr<scalar_t>() : nullptr,
                                     quantize_input);
