@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from inference_pio.layers.rope_parameters import rope_theta_and_scaling
 from inference_pio.plugin import BaseConfig, ConfigError
 
 # GGUF metadata key (after "llama.") -> LlamaConfig field.
@@ -64,14 +65,8 @@ class LlamaConfig(BaseConfig):
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(f"LlamaConfig.num_attention_heads ({self.num_attention_heads}) must be a multiple "
                               f"of num_key_value_heads ({self.num_key_value_heads})")
-        if self.rope_parameters:
-            # transformers 5 keeps theta and scaling together in rope_parameters.
-            self.rope_theta = float(self.rope_parameters.get("rope_theta", self.rope_theta))
-            if self.rope_scaling is None:
-                self.rope_scaling = {k: v for k, v in self.rope_parameters.items() if k != "rope_theta"}
-        if self.rope_scaling is not None and self.rope_scaling.get("rope_type",
-                                                                   self.rope_scaling.get("type")) in (None, "default"):
-            self.rope_scaling = None
+        self.rope_theta, self.rope_scaling = rope_theta_and_scaling(self.rope_theta, self.rope_scaling,
+                                                                    self.rope_parameters)
         # Never serve past the positions the model was built for.
         self.max_seq_len = min(self.max_seq_len, self.max_position_embeddings)
 
