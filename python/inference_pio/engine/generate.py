@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence as SequenceABC
@@ -27,6 +28,8 @@ from .sampler import Sampler, SamplingParams
 from .scheduler import Request, Scheduler
 from .sequence import Sequence
 from .streaming import Decoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,7 @@ class GenerationEngine:
         self.lock = threading.RLock()
         self._ids = itertools.count()
         self._inbox: deque[tuple[str, Request]] = deque()  # adds / aborts from any thread, applied by step()
+        self._faults: dict[int, BaseException] = {}  # seq_id -> what its logits processor raised this step
         # Step inputs are written through numpy views of reused buffers (no tensor built per step).
         self._input_ids = torch.empty(max(prefill_budget, 1), dtype=torch.int64)
         self._positions = torch.empty_like(self._input_ids)
@@ -89,8 +93,9 @@ class GenerationEngine:
             raise ValueError(f"prompt {index} has {n} tokens but the context holds at most {self.max_model_len} "
                              f"tokens (prompt + at least one generated token)")
         # Generation stops with "length" where the context ends.
-        params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.max_model_len - n))
         seq_id = next(self._ids)
+        params = dataclasses.replace(params, max_tokens=min(params.max_tokens, self.max_model_len - n),
+                                     logits_processors=tuple(self._guarded(seq_id, f) for f in params.logits_processors))
         seq = Sequence(seq_id, prompt, params, self.tokenizer, self.eos_token_ids, self.device)
         return Request(str(seq_id) if request_id is None else request_id, seq, seq_id, sink)
 
@@ -202,8 +207,26 @@ class GenerationEngine:
 
     def _fail(self, req: Request, error: BaseException) -> None:
         req.error, req.done = error, True
+        self._faults.pop(req.seq.seq_id, None)
         if req.sink is not None:
-            req.sink(error)
+            try:
+                req.sink(error)
+            except Exception:  # a sink that cannot take its error (its loop closed) must not fail the step
+                log.exception("request %s: its sink refused the error %r", req.request_id, error)
+
+    def _guarded(self, seq_id: int, processor: Callable) -> Callable:
+        """``processor`` with its exceptions kept for its own request: the step ends that request alone
+        (in ``_finish_row``) and the rest of the batch goes on."""
+        faults = self._faults
+
+        def guarded(output_token_ids, logits):
+            if seq_id in faults:
+                return
+            try:
+                processor(output_token_ids, logits)
+            except Exception as e:  # noqa: BLE001 -- handed to the request by _finish_row
+                faults[seq_id] = e
+        return guarded
 
     def _forward_and_sample(self, requests: list[Request], lens: list[int]) -> None:
         ids: list[int] = []
@@ -234,12 +257,23 @@ class GenerationEngine:
                                 [s.generator for s in batch],
                                 [s.output_token_ids if s.params.logits_processors else None for s in batch])
         for i, token in zip(rows, next_ids.tolist()):
-            req = requests[i]
+            self._finish_row(requests[i], token)
+
+    def _finish_row(self, req: Request, token: int) -> None:
+        """Hands one sampled token to its request; a fault of this request (its logits processor, its
+        stop strings, its sink) ends it alone."""
+        try:
+            fault = self._faults.pop(req.seq.seq_id, None) if self._faults else None
+            if fault is not None:
+                raise fault
             piece = req.seq.append_token(token)
             if req.seq.is_finished:
                 self.scheduler.remove(req)
             if req.sink is not None:
                 req.sink(RequestOutput(req.request_id, [token], piece, req.seq.finish_reason))
+        except Exception as e:
+            self.scheduler.remove(req)
+            self._fail(req, e)
 
 
 def greedy(max_tokens: int, **kwargs) -> SamplingParams:

@@ -14,6 +14,7 @@ which other requests share the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,11 +29,23 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_finite(v: object) -> bool:
+    return _is_number(v) and math.isfinite(v)
+
+
+# What the sampler's tensors can hold: top_k goes into an int64 tensor, a seed into torch.Generator.
+MAX_TOP_K = 2**63 - 1
+SEED_RANGE = (-(2**63), 2**64 - 1)
+# Below this a temperature samples greedily: float32 logits divided by a smaller one overflow to inf/NaN.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation settings (validated on construction).
 
-    - ``temperature`` >= 0; 0 means greedy (argmax, every other filter is then irrelevant).
+    - ``temperature`` >= 0; 0 (or below ``GREEDY_BELOW``) means greedy (argmax, every other filter is
+      then irrelevant).
     - ``top_k``: None or 0 = off, else >= 1 (ties with the k-th logit are kept, as in transformers).
     - ``top_p`` in (0, 1]; 1 = off. ``min_p`` in [0, 1); 0 = off.
     - ``repetition_penalty`` > 0; 1 = off. Tokens present in prompt + output get positive logits
@@ -57,18 +70,18 @@ class SamplingParams:
     logits_processors: tuple[Callable[[list[int], torch.Tensor], None], ...] = field(default=())
 
     def __post_init__(self):
-        if not _is_number(self.temperature) or not self.temperature >= 0:
-            raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {self.temperature!r}")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
-            raise ValueError(f"top_k must be None, 0 (off) or an integer >= 1, got {self.top_k!r}")
+        if not _is_finite(self.temperature) or not self.temperature >= 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.top_k is not None and (not _is_int(self.top_k) or not 0 <= self.top_k <= MAX_TOP_K):
+            raise ValueError(f"top_k must be None, 0 (off) or an integer in [1, 2**63 - 1], got {self.top_k!r}")
         if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not _is_number(self.min_p) or not 0 <= self.min_p < 1:
             raise ValueError(f"min_p must be in [0, 1), got {self.min_p!r}")
-        if not _is_number(self.repetition_penalty) or not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty!r}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise ValueError(f"seed must be an int or None, got {self.seed!r}")
+        if not _is_finite(self.repetition_penalty) or not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be a finite number > 0 (1 = off), got {self.repetition_penalty!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
+            raise ValueError(f"seed must be None or an integer in [-2**63, 2**64 - 1], got {self.seed!r}")
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
             raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -88,7 +101,7 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
     @property
     def top_k_or_off(self) -> int:
