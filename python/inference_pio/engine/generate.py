@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence as SequenceAB
 import torch
 
 from .kv_cache import PagedKVCache
-from .sampler import Sampler, SamplingParams
+from .sampler import Sampler, SamplingParams, TokenLogprobs
 from .scheduler import Request, Scheduler
 from .sequence import Sequence
 from .streaming import Decoder
@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class RequestOutput:
     """What one step produced for one request: its new token ids, the text they made final, and
-    ``finish_reason`` ("stop" / "length") on the request's last output, else None."""
+    ``finish_reason`` ("stop" / "length") on the request's last output, else None; ``logprobs``: one
+    entry per new token when the request's params ask for them."""
 
     request_id: str
     token_ids: list[int]
     text: str
     finish_reason: str | None
+    logprobs: list[TokenLogprobs] | None = None
 
     @property
     def finished(self) -> bool:
@@ -253,24 +255,25 @@ class GenerationEngine:
         if len(rows) < len(requests):
             logits = logits[torch.tensor(rows, device=logits.device)]
         batch = [requests[i].seq for i in rows]
-        next_ids = self.sampler(logits.float(), [s.params for s in batch], [s.seen_token_ids() for s in batch],
-                                [s.generator for s in batch],
-                                [s.output_token_ids if s.params.logits_processors else None for s in batch])
-        for i, token in zip(rows, next_ids.tolist()):
-            self._finish_row(requests[i], token)
+        next_ids, logprobs = self.sampler.sample(
+            logits.float(), [s.params for s in batch], [s.seen_token_ids() for s in batch], [s.generator for s in batch],
+            [s.output_token_ids if s.params.logits_processors else None for s in batch])
+        for i, token, token_logprobs in zip(rows, next_ids.tolist(), logprobs):
+            self._finish_row(requests[i], token, token_logprobs)
 
-    def _finish_row(self, req: Request, token: int) -> None:
+    def _finish_row(self, req: Request, token: int, token_logprobs=None) -> None:
         """Hands one sampled token to its request; a fault of this request (its logits processor, its
         stop strings, its sink) ends it alone."""
         try:
             fault = self._faults.pop(req.seq.seq_id, None) if self._faults else None
             if fault is not None:
                 raise fault
-            piece = req.seq.append_token(token)
+            piece = req.seq.append_token(token, token_logprobs)
             if req.seq.is_finished:
                 self.scheduler.remove(req)
             if req.sink is not None:
-                req.sink(RequestOutput(req.request_id, [token], piece, req.seq.finish_reason))
+                req.sink(RequestOutput(req.request_id, [token], piece, req.seq.finish_reason,
+                                       None if token_logprobs is None else [token_logprobs]))
         except Exception as e:
             self.scheduler.remove(req)
             self._fail(req, e)

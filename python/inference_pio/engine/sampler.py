@@ -40,6 +40,18 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 GREEDY_BELOW = 1e-5
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One sampled token's log-probability and the ``top`` most likely ``(token_id, logprob)``, best first."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation settings (validated on construction).
@@ -55,6 +67,8 @@ class SamplingParams:
     - ``logits_processors``: callables ``f(output_token_ids: list[int], logits: Tensor[vocab]) -> None``
       that edit the row's float32 logits in place before every other filter (a grammar's token
       mask, say). They run for greedy rows too. A processor holding state is per request.
+    - ``logprobs``: None = off; ``k`` in [0, 20] = the sampled token's log-probability and the ``k``
+      most likely tokens' (see :func:`token_logprobs` for which distribution).
     """
 
     temperature: float = 1.0
@@ -68,6 +82,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default=())
     ignore_eos: bool = False
     logits_processors: tuple[Callable[[list[int], torch.Tensor], None], ...] = field(default=())
+    logprobs: int | None = None
 
     def __post_init__(self):
         if not _is_finite(self.temperature) or not self.temperature >= 0:
@@ -98,6 +113,8 @@ class SamplingParams:
         if any(not callable(f) for f in processors):
             raise ValueError(f"logits_processors must be callables, got {self.logits_processors!r}")
         object.__setattr__(self, "logits_processors", processors)
+        if self.logprobs is not None and (not _is_int(self.logprobs) or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS):
+            raise ValueError(f"logprobs must be None or an integer in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs!r}")
 
     @property
     def is_greedy(self) -> bool:
@@ -189,6 +206,34 @@ def _top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.
     logits.masked_fill_(remove.scatter(1, order, remove), float("-inf"))
 
 
+# ----- log-probabilities -----
+
+# JSON has no -inf: a token the grammar (or a filter) forbids reports this, as vLLM does.
+_FLOOR = -9999.0
+
+
+def token_logprobs(rows: list[int], log_probs: torch.Tensor, next_ids: torch.Tensor,
+                   params: Sequence[SamplingParams]) -> list[TokenLogprobs | None]:
+    """Per row of the batch, the sampled token's log-probability and the ``params[row].logprobs`` best.
+
+    ``log_probs [len(rows), vocab]`` is ``log_softmax`` of the logits after the request's logits
+    processors (a grammar's mask) and repetition penalty, before temperature, top-k, top-p and min-p:
+    the model's distribution over what the request may emit, independent of how it is then sampled
+    (vLLM's "processed_logprobs" also applies the sampling filters; OpenAI's figures do not depend on
+    temperature, so neither do ours). For a greedy request it is exactly what the argmax saw.
+    """
+    k = max(params[r].logprobs for r in rows)
+    chosen = log_probs.gather(1, next_ids[rows].unsqueeze(1)).squeeze(1).clamp_min(_FLOOR).tolist()
+    top_values, top_ids = log_probs.topk(k, dim=-1) if k else (log_probs[:, :0], log_probs[:, :0].long())
+    top_values, top_ids = top_values.clamp_min(_FLOOR).tolist(), top_ids.tolist()
+    ids = next_ids.tolist()
+    out: list[TokenLogprobs | None] = [None] * len(params)
+    for j, r in enumerate(rows):
+        n = params[r].logprobs
+        out[r] = TokenLogprobs(ids[r], chosen[j], tuple(zip(top_ids[j][:n], top_values[j][:n])))
+    return out
+
+
 # ----- the sampler -----
 
 
@@ -203,14 +248,23 @@ class Sampler:
     ``i``'s generated ids so far) is required when a row has ``logits_processors``.
     """
 
-    def __call__(
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        """The next-token ids of :meth:`sample` (same arguments)."""
+        return self.sample(*args, **kwargs)[0]
+
+    def sample(
         self,
         logits: torch.Tensor,
         params: Sequence[SamplingParams],
         seen_token_ids: Sequence[torch.Tensor | None] | None = None,
         generators: Sequence[torch.Generator | None] | None = None,
         output_token_ids: Sequence[list[int]] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, list[TokenLogprobs | None]]:
+        """Next-token ids, and per row its :class:`TokenLogprobs` (None for rows whose params ask for none)."""
+        ids, wanted = self._next_ids(logits, params, seen_token_ids, generators, output_token_ids)
+        return ids, [None] * len(params) if wanted is None else token_logprobs(*wanted, ids, params)
+
+    def _next_ids(self, logits, params, seen_token_ids, generators, output_token_ids):
         batch = self._check(logits, params, seen_token_ids, generators)
         for i, p in enumerate(params):
             if p.logits_processors:
@@ -223,18 +277,21 @@ class Sampler:
             if seen_token_ids is None:
                 raise ValueError("seen_token_ids is required when a row has repetition_penalty != 1")
             apply_repetition_penalty(logits, seen_token_ids, penalties)
+        # Log-probabilities come from these logits, before the sampling filters overwrite them in place.
+        wanted = [i for i, p in enumerate(params) if p.logprobs is not None]
+        log_probs = (wanted, logits[wanted].log_softmax(dim=-1)) if wanted else None
 
         sampled_rows = [i for i, p in enumerate(params) if not p.is_greedy]
         if not sampled_rows:
-            return logits.argmax(dim=-1)
+            return logits.argmax(dim=-1), log_probs
         if len(sampled_rows) == batch:
-            return self._sample(logits, params, generators)
+            return self._sample(logits, params, generators), log_probs
         out = logits.argmax(dim=-1)
         index = torch.tensor(sampled_rows, device=logits.device)
         sub_params = [params[i] for i in sampled_rows]
         sub_gens = None if generators is None else [generators[i] for i in sampled_rows]
         out[index] = self._sample(logits.index_select(0, index), sub_params, sub_gens)
-        return out
+        return out, log_probs
 
     @staticmethod
     def _check(logits, params, seen_token_ids, generators) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Iterable, Sequence as SequenceABC
 
 import torch
 
-from .sampler import SamplingParams
+from .sampler import SamplingParams, TokenLogprobs
 from .stopping import StopChecker
 from .streaming import Decoder, IncrementalDetokenizer
 
@@ -45,6 +45,8 @@ class Sequence:
         self.num_prompt_tokens = len(prompt_ids)
         self._tokens: list[int] = list(prompt_ids)
         self.text_pieces: list[str] = []
+        # One entry per output token when params.logprobs is set (the sampler's TokenLogprobs).
+        self.logprobs: list[TokenLogprobs] | None = None if params.logprobs is None else []
         self.generator: torch.Generator | None = None
         if params.seed is not None:
             self.generator = torch.Generator(device=device)
@@ -96,8 +98,8 @@ class Sequence:
         """Prompt + output ids as an int64 tensor view for the repetition penalty (None when unused)."""
         return None if self._seen is None else self._seen[: len(self._tokens)]
 
-    def append_token(self, token_id: int) -> str:
-        """Records a sampled token; returns the text it makes final (possibly "").
+    def append_token(self, token_id: int, logprobs: TokenLogprobs | None = None) -> str:
+        """Records a sampled token (and its log-probabilities); returns the text it makes final (possibly "").
 
         After the call, ``is_finished`` tells whether the request is done (and why).
         """
@@ -110,6 +112,8 @@ class Sequence:
         piece = ""
         if self._detok is not None:
             piece = self._detok.add(token_id)
+        if self.logprobs is not None and logprobs is not None:
+            self.logprobs.append(logprobs)
             if self._stop.stops_on_token(token_id):
                 piece += self._detok.flush()
         text = self._stop.update(token_id, piece)
