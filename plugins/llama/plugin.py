@@ -30,8 +30,9 @@ class Llama_Plugin(CheckpointPlugin):
     """Llama, TinyLlama and DeepSeek (Llama architecture) checkpoints on the paged-KV engine.
 
     ``initialize(model_path=..., dtype=..., device=..., num_kv_blocks=..., prefill_budget=...,
-    **config_overrides)`` loads config, weights, tokenizer (when the folder or GGUF has one) and allocates
-    the KV cache; on failure it returns ``False`` and keeps the exception in ``init_error``.
+    enable_prefix_caching=True, **config_overrides)`` loads config, weights, tokenizer (when the folder
+    or GGUF has one) and allocates the KV cache; on failure it returns ``False`` and keeps the exception
+    in ``init_error``.
     Plugins of Llama-shaped families subclass it, naming their ``config_class`` / ``model_class`` / ``kv_cache_class``
     and passing their own metadata.
     """
@@ -58,7 +59,8 @@ class Llama_Plugin(CheckpointPlugin):
     # ----- lifecycle -----
 
     def load(self, model_path: str | Path | None = None, config: LlamaConfig | None = None,
-             num_kv_blocks: int | None = None, prefill_budget: int = 512, **overrides: Any) -> None:
+             num_kv_blocks: int | None = None, prefill_budget: int = 512, enable_prefix_caching: bool = True,
+             **overrides: Any) -> None:
         """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure."""
         gguf = None
         if config is None:
@@ -99,7 +101,8 @@ class Llama_Plugin(CheckpointPlugin):
         eos = self.tokenizer.eos_token_ids if self.tokenizer is not None else cfg.eos_token_ids
         self.engine = GenerationEngine(model, self.kv_cache, max_model_len=cfg.max_seq_len,
                                        prefill_budget=prefill_budget, max_num_seqs=cfg.max_batch_size,
-                                       tokenizer=self.tokenizer, eos_token_ids=eos)
+                                       tokenizer=self.tokenizer, eos_token_ids=eos,
+                                       enable_prefix_caching=enable_prefix_caching)
         self.is_loaded = True
 
     def load_model(self, config: Any = None) -> LlamaModel:

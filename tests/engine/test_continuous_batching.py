@@ -12,6 +12,7 @@ from inference_pio.engine import KVCacheFullError
 from inference_pio.engine.async_engine import AsyncEngine
 from inference_pio.engine.generate import GenerationEngine, greedy
 
+from tests.engine.interleaved import run_interleaved
 from tests.llama.checkpoints import hf_model, write_checkpoint
 
 BLOCK = 16
@@ -52,20 +53,7 @@ def test_requests_arriving_at_different_steps_equal_their_solo_runs(model):
     engine = model.engine
     ps = prompts(5)
     expected = [alone(model, p, 12) for p in ps]
-    outputs: dict[str, list[int]] = {}
-    requests = []
-    with engine.lock:
-        for step in range(200):
-            if step % 3 == 0 and len(requests) < len(ps):  # a new request every third step
-                i = len(requests)
-                r = engine.new_request(ps[i], greedy(12, ignore_eos=True), request_id=str(i),
-                                       sink=lambda out: outputs.setdefault(out.request_id, []).extend(out.token_ids))
-                engine.submit(r)
-                requests.append(r)
-            engine.step()
-            if len(requests) == len(ps) and all(r.done for r in requests):
-                break
-    assert [outputs[str(i)] for i in range(len(ps))] == expected
+    assert run_interleaved(engine, ps, 12, every=3, max_steps=200) == expected  # a new request every third step
     assert engine.stats()["running"] == 0 and model.plugin.kv_cache.usage().used_blocks == 0
 
 

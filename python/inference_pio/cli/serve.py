@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         api_key: str = typer.Option(None, "--api-key", envvar="PIO_API_KEY",
                                     help="Require 'Authorization: Bearer KEY' (or set PIO_API_KEY)."),
         max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most requests decoded together."),
+        prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching",
+                                            help="Reuse the KV cache of prompt prefixes earlier requests computed."),
         dtype: str = opt.Dtype,
         max_seq_len: int = opt.MaxSeqLen,
         log_level: str = typer.Option("info", "--log-level"),
@@ -34,7 +36,8 @@ def register(app: typer.Typer) -> None:
         from ..server import ServedModel, ServerState, create_app
 
         path = resolve_model_path(model_spec)
-        model = open_model(str(path), max_batch_size=max_batch_size, **opt.load_options(dtype, max_seq_len))
+        model = open_model(str(path), max_batch_size=max_batch_size, enable_prefix_caching=prefix_caching,
+                           **opt.load_options(dtype, max_seq_len))
         generator = ServedModel(name or model_spec or path.stem, model, model.async_engine())
         embedder = None
         if embedding_model:

@@ -54,13 +54,17 @@ class GenerationEngine:
 
     ``max_model_len``: most tokens (prompt + output) one sequence may hold; ``prefill_budget``:
     most prompt tokens in one forward step; ``max_num_seqs``: most requests running at once.
-    ``tokenizer`` enables text output and stop strings.
+    ``tokenizer`` enables text output and stop strings. ``enable_prefix_caching`` turns on the KV
+    cache's prefix caching (a request reuses the cached blocks its prompt starts with).
     """
 
     def __init__(self, model, kv_cache: PagedKVCache, *, max_model_len: int, prefill_budget: int = 512,
-                 max_num_seqs: int = 256, tokenizer: Decoder | None = None, eos_token_ids: Iterable[int] = ()):
+                 max_num_seqs: int = 256, tokenizer: Decoder | None = None, eos_token_ids: Iterable[int] = (),
+                 enable_prefix_caching: bool = True):
         self.model = model
         self.kv_cache = kv_cache
+        if enable_prefix_caching and not kv_cache.prefix_caching:
+            kv_cache.enable_prefix_caching()
         self.max_model_len = max_model_len
         self.scheduler = Scheduler(kv_cache, prefill_budget, max_num_seqs)
         self.tokenizer = tokenizer
@@ -119,7 +123,8 @@ class GenerationEngine:
         return {"waiting": len(s.waiting) + sum(op == "add" for op, _ in list(self._inbox)),
                 "running": len(s.running), "kv_blocks_used": usage.used_blocks,
                 "kv_blocks_total": usage.num_blocks, "kv_usage": usage.used_fraction,
-                "preemptions": s.num_preemptions}
+                "preemptions": s.num_preemptions, "prefix_cache_queries": usage.prefix_cache_queries,
+                "prefix_cache_hits": usage.prefix_cache_hits, "prefix_cache_blocks": usage.cached_blocks}
 
     # ----- synchronous API -----
 

@@ -16,17 +16,29 @@ Design, for a cheap hot path:
   before it; the returned tensors are valid until the next ``build_metadata`` call.
 - Allocation is all-or-nothing: when the free list cannot cover a request, :class:`KVCacheFullError` is
   raised before any state changes, so a scheduler can preempt a sequence and retry.
+
+Prefix caching (:meth:`PagedKVCache.enable_prefix_caching`, off by default here, on by default in the
+engine): full blocks are registered under a chain hash of their tokens once computed
+(:meth:`PagedKVCache.cache_computed_blocks`), and a new sequence starts with the cached blocks its
+tokens lead with (:meth:`PagedKVCache.find_cached_prefix`, then ``allocate(..., prefix=hit)``); see
+:mod:`.prefix_cache`. Every block of a sequence stays in its table until the sequence is freed (none
+is dropped when it leaves a sliding window), so a cached block is exact for every layer and window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from .block_hash import BlockHash, extend_block_hashes, root_hash
 from .metadata import AttentionMetadata, MetadataBuffers
+
+if TYPE_CHECKING:
+    from .prefix_cache import PrefixHit
 
 
 class KVCacheFullError(RuntimeError):
@@ -105,6 +117,9 @@ class KVCacheUsage:
     free_blocks: int
     block_size: int
     num_seqs: int
+    cached_blocks: int = 0  # blocks registered for prefix reuse (held or evictable; evictable ones count as free)
+    prefix_cache_queries: int = 0  # tokens of the sequences looked up in the prefix cache
+    prefix_cache_hits: int = 0  # of those, tokens found cached (not computed again)
 
     @property
     def used_fraction(self) -> float:
@@ -149,6 +164,9 @@ class PagedKVCache:
         self._tables: dict[Hashable, list[int]] = {}
         self._lens: dict[Hashable, int] = {}
         self._buffers = MetadataBuffers(self.device)
+        self._prefix_root: BlockHash | None = None  # set while prefix caching is on
+        self._num_registered: dict[Hashable, int] = {}  # leading blocks of a sequence already cached
+        self._prefix_queries = self._prefix_hits = 0
 
     # ----- sizing -----
 
@@ -193,27 +211,49 @@ class PagedKVCache:
         """Blocks a new sequence of ``num_tokens`` tokens needs."""
         return -(-num_tokens // self.block_size)
 
-    def can_allocate(self, num_tokens: int) -> bool:
-        """Whether a new sequence of ``num_tokens`` tokens fits in the free blocks right now."""
-        return self.blocks_needed(num_tokens) <= self.allocator.num_free
+    def can_allocate(self, num_tokens: int, prefix: PrefixHit | None = None) -> bool:
+        """Whether a new sequence of ``num_tokens`` tokens (starting with ``prefix``'s cached blocks, if
+        given) fits in the free blocks right now."""
+        if prefix is None:
+            return self.blocks_needed(num_tokens) <= self.allocator.num_free
+        extra = self.blocks_needed(num_tokens) - len(prefix.blocks)
+        return extra + prefix.num_evictable <= self.allocator.num_free
 
     def can_append(self, seq_id: Hashable, n: int = 1) -> bool:
         """Whether ``append_slots(seq_id, n)`` would succeed right now."""
         return self._extra_blocks(self._table(seq_id), self._lens[seq_id] + n) <= self.allocator.num_free
 
-    def allocate(self, seq_id: Hashable, num_tokens: int) -> list[int]:
-        """Registers a new sequence holding ``num_tokens`` tokens; returns their slot ids.
+    def allocate(self, seq_id: Hashable, num_tokens: int, prefix: PrefixHit | None = None) -> list[int]:
+        """Registers a new sequence holding ``num_tokens`` tokens; returns the slot ids of those not
+        covered by ``prefix``.
 
-        Raises ValueError if ``seq_id`` already has blocks, :class:`KVCacheFullError` (nothing changed)
-        if the free blocks do not suffice.
+        ``prefix`` (from :meth:`find_cached_prefix` with no cache change in between) supplies the
+        leading blocks, already computed and shared with whoever else holds them; the caller then
+        computes only the tokens after them. Raises ValueError if ``seq_id`` already has blocks or
+        the prefix does not fit in ``num_tokens``, :class:`KVCacheFullError` (nothing changed) if the
+        free blocks do not suffice.
         """
         if seq_id in self._tables:
             raise ValueError(f"sequence {seq_id!r} is already allocated; free it first or use append_slots")
         num_tokens = _check_count("num_tokens", num_tokens, 0)
-        table = self._take_blocks(self.blocks_needed(num_tokens), f"sequence {seq_id!r} ({num_tokens} tokens)")
-        self._tables[seq_id] = table
+        shared = prefix.blocks if prefix is not None else []
+        if len(shared) * self.block_size > num_tokens:
+            raise ValueError(f"sequence {seq_id!r}: a cached prefix of {len(shared) * self.block_size} tokens "
+                             f"is longer than the {num_tokens} tokens allocated")
+        if prefix is not None and not self.can_allocate(num_tokens, prefix):
+            raise KVCacheFullError(self.blocks_needed(num_tokens) - len(shared) + prefix.num_evictable,
+                                   self.allocator.num_free, self.block_size, f"sequence {seq_id!r} ({num_tokens} tokens)")
+        if shared:
+            self.allocator.touch(shared)  # first: the fresh blocks below must not evict them
+        fresh = self._take_blocks(self.blocks_needed(num_tokens) - len(shared), f"sequence {seq_id!r} ({num_tokens} tokens)")
+        self._tables[seq_id] = table = shared + fresh
         self._lens[seq_id] = num_tokens
-        return self._slots(table, 0, num_tokens)
+        if prefix is not None:
+            self._num_registered[seq_id] = len(shared)
+            self._prefix_queries += prefix.num_queried_tokens
+            self._prefix_hits += len(shared) * self.block_size
+        start = len(shared) * self.block_size
+        return self._slots(table, start, num_tokens - start)
 
     def append_slots(self, seq_id: Hashable, n: int = 1) -> list[int]:
         """Grows ``seq_id`` by ``n`` tokens, allocating blocks as needed; returns the new tokens' slot ids.
@@ -234,11 +274,63 @@ class PagedKVCache:
         return self._slots(table, start, n)
 
     def free(self, seq_id: Hashable) -> None:
-        """Returns the sequence's blocks to the free list; KeyError for an unknown (or already freed) id."""
+        """Returns the sequence's blocks to the free list (cached ones stay reusable until evicted);
+        KeyError for an unknown (or already freed) id."""
         table = self._table(seq_id)
         self.allocator.free(table)
         del self._tables[seq_id]
         del self._lens[seq_id]
+        self._num_registered.pop(seq_id, None)
+
+    # ----- prefix caching -----
+
+    def enable_prefix_caching(self, extra_key: bytes | str = b"") -> None:
+        """Turns on prefix caching (only while no sequence holds blocks).
+
+        ``extra_key`` goes into every block hash: whatever besides the tokens shapes the cached values
+        and is not the same for all users of this cache (a model id, a LoRA adapter).
+        """
+        from .prefix_cache import PrefixCachingAllocator  # that module builds on this one
+
+        if self.allocator.num_used or self._tables:
+            raise RuntimeError("enable_prefix_caching needs an empty cache: free every sequence first")
+        if self._prefix_root is None:
+            self.allocator = PrefixCachingAllocator(self.num_blocks)
+        self._prefix_root = root_hash(extra_key)
+
+    @property
+    def prefix_caching(self) -> bool:
+        return self._prefix_root is not None
+
+    def find_cached_prefix(self, token_ids: Sequence[int], block_hashes: list[BlockHash]) -> PrefixHit | None:
+        """The cached blocks ``token_ids`` lead with, for ``allocate(..., prefix=...)``; None when prefix
+        caching is off. Nothing changes except ``block_hashes``, the sequence's chain hashes, which the
+        caller keeps between calls and this extends.
+
+        At least the last token is always left out, so the model computes a token and gives logits:
+        a prompt cached whole recomputes its last block.
+        """
+        if self._prefix_root is None:
+            return None
+        extend_block_hashes(block_hashes, token_ids, self.block_size, self._prefix_root)
+        usable = (len(token_ids) - 1) // self.block_size
+        return self.allocator.lookup(block_hashes[:usable], len(token_ids))
+
+    def cache_computed_blocks(self, seq_id: Hashable, token_ids: Sequence[int], block_hashes: list[BlockHash],
+                              num_computed: int) -> None:
+        """Registers the sequence's full blocks among its first ``num_computed`` tokens (those whose keys
+        and values are in the cache) for reuse; cheap when no block filled up since the last call."""
+        if self._prefix_root is None:
+            return
+        done = self._num_registered.get(seq_id, 0)
+        full = num_computed // self.block_size
+        if full <= done:
+            return
+        extend_block_hashes(block_hashes, token_ids, self.block_size, self._prefix_root)
+        table = self._table(seq_id)
+        for i in range(done, full):
+            self.allocator.register(table[i], block_hashes[i])
+        self._num_registered[seq_id] = full
 
     def block_table(self, seq_id: Hashable) -> list[int]:
         """The sequence's physical block ids in order (a copy)."""
@@ -258,7 +350,8 @@ class PagedKVCache:
 
     def usage(self) -> KVCacheUsage:
         a = self.allocator
-        return KVCacheUsage(self.num_blocks, a.num_used, a.num_free, self.block_size, len(self._tables))
+        return KVCacheUsage(self.num_blocks, a.num_used, a.num_free, self.block_size, len(self._tables),
+                            getattr(a, "num_cached", 0), self._prefix_queries, self._prefix_hits)
 
     # ----- step metadata -----
 

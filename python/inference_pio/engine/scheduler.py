@@ -9,6 +9,11 @@ tokens, the youngest running request is preempted: its blocks are freed and it g
 front of the queue, to be recomputed later from its prompt and the tokens it already produced
 (the tokens themselves are kept, so a resumed request continues exactly where it stopped). A
 request that would not fit even in an empty cache fails with :class:`KVCacheFullError`.
+
+With prefix caching on in the KV cache, a request admitted from the queue (new or resumed) starts
+with the cached blocks its tokens lead with and counts them as computed, so it prefills only the
+rest, like a later chunk of a chunked prefill. The full blocks each request computes are offered to
+the cache at the start of the next step and when it leaves (finished, aborted or preempted).
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class Scheduler:
         elif request in self.waiting:
             self.waiting.remove(request)
         if request.seq.seq_id in self.kv_cache:
+            if request.seq.is_finished:  # not after a failure: its last step's keys may be garbage
+                self._cache_computed(request)
             self.kv_cache.free(request.seq.seq_id)
         request.done = True
 
@@ -98,6 +105,8 @@ class Scheduler:
         failed: list[tuple[Request, KVCacheFullError]] = []
         step: list[Request] = []
         i = 0
+        for req in self.running:  # what the last step computed becomes reusable
+            self._cache_computed(req)
         while i < len(self.running):  # oldest first; victims are always taken from the end
             req = self.running[i]
             n = 1 if req.num_pending == 1 else min(req.num_pending, room)
@@ -125,11 +134,14 @@ class Scheduler:
                 failed.append((req, self._too_big(req, req.seq.num_tokens)))
                 self.remove(req)
                 continue
-            n = min(req.num_pending, room)
-            if not cache.can_allocate(n):
+            prefix = cache.find_cached_prefix(req.seq.token_ids, req.seq.block_hashes)
+            cached = len(prefix.blocks) * cache.block_size if prefix is not None else 0
+            n = min(req.seq.num_tokens - cached, room)
+            if not cache.can_allocate(cached + n, prefix):
                 break  # running requests hold the blocks: wait for some to finish
             self.waiting.popleft()
-            cache.allocate(req.seq.seq_id, n)
+            cache.allocate(req.seq.seq_id, cached + n, prefix)
+            req.num_computed = cached
             req._pending = n
             room -= n
             self.running.append(req)
@@ -139,12 +151,16 @@ class Scheduler:
     def _preempt(self, req: Request) -> None:
         """Frees ``req``'s blocks and puts it back in the queue, ahead of later arrivals."""
         self.running.remove(req)
+        self._cache_computed(req)
         self.kv_cache.free(req.seq.seq_id)
         req.num_computed = 0
         req.num_preemptions += 1
         self.num_preemptions += 1
         pos = next((k for k, w in enumerate(self.waiting) if w.arrival > req.arrival), len(self.waiting))
         self.waiting.insert(pos, req)
+
+    def _cache_computed(self, req: Request) -> None:
+        self.kv_cache.cache_computed_blocks(req.seq.seq_id, req.seq.token_ids, req.seq.block_hashes, req.num_computed)
 
     def _too_big(self, req: Request, num_tokens: int) -> KVCacheFullError:
         cache = self.kv_cache

@@ -57,6 +57,9 @@ class Sequence:
             self._seen = torch.empty(self.num_prompt_tokens + params.max_tokens, dtype=torch.int64, device=device)
             self._seen[: self.num_prompt_tokens] = torch.tensor(self._tokens, dtype=torch.int64)
         self._detok = None if tokenizer is None else IncrementalDetokenizer(tokenizer, prompt_ids, skip_special_tokens)
+        # Chain hashes of the full blocks of token_ids, filled in by the KV cache when prefix caching is
+        # on; kept here because tokens only ever grow, so each block is hashed once per request.
+        self.block_hashes: list[bytes] = []
         self._stop = StopChecker(params, eos_token_ids)
 
     @property

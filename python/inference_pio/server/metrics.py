@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -25,6 +25,13 @@ class _EngineCollector:
                                ("kv_usage", "fraction of KV-cache blocks in use")):
             if key in stats:
                 yield GaugeMetricFamily(f"pio_{key}", help_text, value=float(stats[key]))
+        for key, help_text in (("prefix_cache_queries", "prompt tokens looked up in the prefix cache"),
+                               ("prefix_cache_hits", "prompt tokens found in the prefix cache (not computed)")):
+            if key in stats:  # exposed as pio_<key>_total
+                yield CounterMetricFamily(f"pio_{key}", help_text, value=float(stats[key]))
+        if "prefix_cache_blocks" in stats:
+            yield GaugeMetricFamily("pio_prefix_cache_blocks", "KV-cache blocks cached for prefix reuse",
+                                    value=float(stats["prefix_cache_blocks"]))
 
 
 class ServerMetrics:
