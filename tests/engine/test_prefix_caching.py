@@ -176,3 +176,19 @@ def test_plugin_option_turns_caching_off(tmp_path, llama):
 def test_a_plain_cache_is_untouched_without_the_engine():
     cache = PagedKVCache(1, 1, 4, num_blocks=4, block_size=BLOCK)
     assert not cache.prefix_caching and cache.find_cached_prefix(STEM, []) is None
+
+
+def test_benchmark_smoke_run_reports_fewer_tokens_computed_and_the_same_answers(tmp_path):
+    import json
+
+    from benchmarks.engine.bench_prefix_caching import main
+
+    out = tmp_path / "prefix.md"
+    assert main(["--tiny", "--prefix-tokens", "40", "--turns", "3", "--repeats", "1", "--threads", "1",
+                 "--out", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    ttft, chat = data["ttft"], data["chat"]
+    # the 40-token prefix holds two full blocks of 16 (the checkpoint's default block size)
+    assert ttft["same_first_token"] and ttft["second_prompt_tokens_computed_on"] == ttft["prompt_tokens"] - 32
+    assert chat["same_answers"] and sum(chat["computed_on"]) < sum(chat["computed_off"]) == sum(chat["prompt_tokens_off"])
+    assert out.with_suffix(".png").stat().st_size > 0 and "Time to first token" in out.read_text()
