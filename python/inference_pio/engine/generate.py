@@ -118,7 +118,8 @@ class GenerationEngine:
         return bool(self._inbox) or self.scheduler.has_work
 
     def stats(self) -> dict:
-        """Live figures: requests waiting / running, KV blocks used / total, preemptions so far."""
+        """Live figures: requests waiting / running, KV blocks used / total, preemptions so far, and the
+        prefix cache's prompt tokens looked up / found (so far) and blocks cached (now)."""
         s, usage = self.scheduler, self.kv_cache.usage()
         return {"waiting": len(s.waiting) + sum(op == "add" for op, _ in list(self._inbox)),
                 "running": len(s.running), "kv_blocks_used": usage.used_blocks,
