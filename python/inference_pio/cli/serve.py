@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import typer
 
@@ -17,7 +18,8 @@ def register(app: typer.Typer) -> None:
         model_spec: str = typer.Argument(None, metavar="[MODEL]", show_default=False),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
         port: int = typer.Option(8000, "--port", min=0, max=65535),
-        name: str = typer.Option(None, "--name", help="Model name clients send (default: from MODEL)."),
+        name: str = typer.Option(None, "--name", help="Model name clients send (default: the file's stem, the "
+                                                      "catalogue name, or MODEL; a path given as MODEL works too)."),
         embedding_model: str = typer.Option(None, "--embedding-model",
                                             help="Checkpoint serving /v1/embeddings (a sentence-embedding model)."),
         embedding_name: str = typer.Option(None, "--embedding-name",
@@ -25,6 +27,8 @@ def register(app: typer.Typer) -> None:
         api_key: str = typer.Option(None, "--api-key", envvar="PIO_API_KEY",
                                     help="Require 'Authorization: Bearer KEY' (or set PIO_API_KEY)."),
         max_batch_size: int = typer.Option(32, "--max-batch-size", min=1, help="Most requests decoded together."),
+        max_request_bytes: int = typer.Option(8 * 2**20, "--max-request-bytes", min=1,
+                                              help="Largest request body accepted (bigger ones get a 413)."),
         prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching",
                                             help="Reuse the KV cache of prompt prefixes earlier requests computed."),
         dtype: str = opt.Dtype,
@@ -38,12 +42,30 @@ def register(app: typer.Typer) -> None:
         path = resolve_model_path(model_spec)
         model = open_model(str(path), max_batch_size=max_batch_size, enable_prefix_caching=prefix_caching,
                            **opt.load_options(dtype, max_seq_len))
-        generator = ServedModel(name or model_spec or path.stem, model, model.async_engine())
+        served_name, aliases = served_names(name, model_spec, path)
+        generator = ServedModel(served_name, model, model.async_engine(), aliases=aliases)
         embedder = None
         if embedding_model:
             emb = open_model(embedding_model)
             embedder = ServedModel(embedding_name or os.path.basename(os.path.normpath(embedding_model)), emb)
-        app = create_app(ServerState(generator, embedder, api_key))
+        app = create_app(ServerState(generator, embedder, api_key), max_request_bytes=max_request_bytes)
         err_console.print(f"serving [bold]{generator.name}[/] on http://{host}:{port}/v1", highlight=False)
         uvicorn.run(app, host=host, port=port, log_level=log_level)
         return 0
+
+
+def served_names(name: str | None, spec: str | None, path: Path) -> tuple[str, tuple[str, ...]]:
+    """The model's name for clients and the other names it answers to.
+
+    ``--name`` wins. A file or folder given as MODEL is named by its stem (``SmolLM2-135M-Instruct.Q4_1``
+    for ``.../SmolLM2-135M-Instruct.Q4_1.gguf``; a folder by its name), and the path as typed also works;
+    a catalogue name or id is its own name; no MODEL names the default model by its file.
+    """
+    stem = path.stem if path.is_file() else path.name
+    if name:
+        return name, ()
+    if spec in (None, "", "default"):
+        return stem, ()
+    if Path(spec).expanduser().exists():
+        return stem, tuple(dict.fromkeys(a for a in (spec, str(path)) if a != stem))
+    return spec, ()

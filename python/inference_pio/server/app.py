@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from . import chat, completions, embeddings
+from .body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
 from .errors import error_response, install_error_handlers
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .state import ServerState
@@ -17,8 +18,9 @@ from .state import ServerState
 _OPEN_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")
 
 
-def create_app(state: ServerState) -> FastAPI:
-    """An app over ``state``; the models' engines are shut down when the app stops."""
+def create_app(state: ServerState, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """An app over ``state``; the models' engines are shut down when the app stops. A request body over
+    ``max_request_bytes`` is refused with a 413."""
     engine = state.generator.engine if state.generator is not None else None
     metrics = ServerMetrics(engine.stats if engine is not None else None)
 
@@ -32,6 +34,9 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.metrics = metrics
     app.state.embed_lock = asyncio.Lock()
     install_error_handlers(app)
+    # Inside the middleware below (added later, so outside it), whose task group would wrap the 413 that
+    # BodyLimit raises into the body read as an ExceptionGroup (FastAPI then answers a 400).
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
 
     @app.middleware("http")
     async def _auth_and_metrics(request: Request, call_next):

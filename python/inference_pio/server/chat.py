@@ -24,7 +24,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     served = app_state.pio.generation_model(req.model)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages]
     try:
-        prompt_ids = served.model.apply_chat_template(messages)
+        # Tokenizing a long conversation takes a while: off the event loop, which serves everyone.
+        prompt_ids = await asyncio.to_thread(served.model.apply_chat_template, messages)
     except ValueError as e:
         raise APIError(400, f"messages: {e}", param="messages") from e
     # The first schema of a model builds the grammar's vocabulary (seconds): off the event loop.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -32,7 +33,7 @@ def _prompt_ids(served, prompt) -> list[int]:
 async def completions(req: CompletionRequest, request: Request):
     app_state = request.app.state
     served = app_state.pio.generation_model(req.model)
-    prompt_ids = _prompt_ids(served, req.prompt)
+    prompt_ids = await asyncio.to_thread(_prompt_ids, served, req.prompt)  # a long prompt: off the event loop
     if not prompt_ids:
         raise APIError(400, "the prompt is empty", param="prompt")
     params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.max_tokens, "prompt"))

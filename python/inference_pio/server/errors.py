@@ -1,11 +1,21 @@
-"""OpenAI-style error bodies: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx status."""
+"""OpenAI-style error bodies: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx status.
+
+Every error leaves the server as such a body: a failure nobody foresaw is a 500 of type ``server_error``
+(logged with its traceback), never a plain-text page or a reset connection.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .request_checks import FieldError
+
+log = logging.getLogger("inference_pio.server")
 
 
 class APIError(Exception):
@@ -20,11 +30,18 @@ class APIError(Exception):
 
 def error_response(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
                    code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}}, status_code=status)
+    return JSONResponse(_body(message, type, param, code), status_code=status)
+
+
+def _body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        return str(cause), cause.param
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid request")
@@ -47,3 +64,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(Exception)
+    async def _unforeseen(request: Request, exc: Exception):
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return server_error(exc)
+
+
+def server_error(exc: BaseException) -> JSONResponse:
+    """A 500 for a failure of the server (not of the request): its type and message, no traceback."""
+    return JSONResponse(error_body(exc), status_code=500)
+
+
+def error_body(exc: BaseException) -> dict:
+    """The OpenAI-style body of any exception (an APIError keeps its own fields)."""
+    if isinstance(exc, APIError):
+        return _body(exc.message, exc.type, exc.param, exc.code)
+    return _body(f"the server failed to answer: {type(exc).__name__}: {exc}"[:1000], "server_error")

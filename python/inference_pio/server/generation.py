@@ -108,16 +108,27 @@ async def stream_choices(served: ServedModel, prompt_ids: list[int],
 
 
 async def cancel_on_disconnect(request, work) -> tuple[bool, object]:
-    """Runs ``work`` (a coroutine) unless the client goes away first: ``(disconnected, result)``."""
+    """Runs ``work`` (a coroutine) unless the client goes away first: ``(disconnected, result)``.
+
+    The client's leaving is an ``http.disconnect`` on the ASGI receive channel. ``request.is_disconnected()``
+    only peeks at that channel, and behind an HTTP middleware the message never arrives that way: wait
+    on the channel instead (once the body is read, the next message is the disconnect).
+    """
     task = asyncio.ensure_future(work)
 
     async def watch():
-        while not await request.is_disconnected():
-            await asyncio.sleep(0.05)
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 -- no channel to watch: the work runs to its end
+            await asyncio.get_running_loop().create_future()
 
     watcher = asyncio.ensure_future(watch())
     try:
         finished, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is cancelling this request: its work goes too
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
     if task in finished:

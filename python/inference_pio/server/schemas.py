@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..engine.sampler import MAX_TOP_K, SEED_RANGE
+from .request_checks import check_json
+
 MAX_N = 16
 MAX_STOP = 4
 
@@ -13,14 +16,24 @@ PositiveTokens = Annotated[int, Field(ge=1)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class _Body(_Request):
+    """A whole request body: checked for invalid Unicode and runaway nesting before its fields."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sane_json(cls, data):
+        check_json(data)
+        return data
 
 
 class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class _Sampling(_Request):
+class _Sampling(_Body):
     model: str
     temperature: Annotated[float, Field(ge=0, le=2)] = 1.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
@@ -28,11 +41,11 @@ class _Sampling(_Request):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1] - MAX_N)] | None = None  # choice i uses seed + i
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
-    repetition_penalty: Annotated[float, Field(gt=0)] = 1.0  # vLLM's extension
-    top_k: Annotated[int, Field(ge=0)] | None = None  # vLLM's extension
+    repetition_penalty: Annotated[float, Field(gt=0, le=100)] = 1.0  # vLLM's extension
+    top_k: Annotated[int, Field(ge=0, le=MAX_TOP_K)] | None = None  # vLLM's extension
     ignore_eos: bool = False  # vLLM's extension
     user: str | None = None
 
@@ -115,7 +128,7 @@ class ChatCompletionRequest(_Sampling):
         return self.max_completion_tokens or self.max_tokens
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(_Body):
     model: str
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import anyio
 from fastapi.responses import StreamingResponse
+
+from .errors import error_body
+
+log = logging.getLogger("inference_pio.server")
 
 
 def event(payload: dict) -> str:
@@ -27,12 +32,17 @@ class _ClosingStreamingResponse(StreamingResponse):
 
 def sse_response(chunks: AsyncIterator[str], on_cancel: Callable[[], None] | None = None) -> StreamingResponse:
     """Streams ``chunks``; when the client goes away the stream is closed (cancelling the request)
-    and ``on_cancel`` is called."""
+    and ``on_cancel`` is called. A request that fails mid-stream sends an ``{"error": ...}`` event (as
+    OpenAI's API does), then ends the stream as usual."""
     async def body():
         finished = False
         try:
-            async for chunk in chunks:
-                yield chunk
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except Exception as e:  # noqa: BLE001 -- the headers are sent: the error goes in the stream
+                log.error("a streamed request failed", exc_info=e)
+                yield event(error_body(e))
             yield "data: [DONE]\n\n"
             finished = True
         finally:

@@ -16,6 +16,10 @@ class ServedModel:
     model: object
     engine: object | None = None
     created: int = field(default_factory=lambda: int(time.time()))
+    aliases: tuple[str, ...] = ()  # other names requests may use (the path it was served from)
+
+    def answers_to(self, name: str) -> bool:
+        return name == self.name or name in self.aliases
 
 
 @dataclass
@@ -28,12 +32,12 @@ class ServerState:
         return [m for m in (self.generator, self.embedder) if m is not None]
 
     def generation_model(self, name: str) -> ServedModel:
-        if self.generator is not None and name == self.generator.name:
+        if self.generator is not None and self.generator.answers_to(name):
             return self.generator
         raise self._unknown(name, "generation")
 
     def embedding_model(self, name: str) -> ServedModel:
-        if self.embedder is not None and name == self.embedder.name:
+        if self.embedder is not None and self.embedder.answers_to(name):
             return self.embedder
         raise self._unknown(name, "embedding")
 
