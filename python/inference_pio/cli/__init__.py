@@ -10,6 +10,7 @@ import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from . import bench, chat, doctor, generate, models, plugins, serve
 from ._console import err_console, state
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 -- the one place every failure becomes one clear line
         if state.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {_describe(e)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(_describe(e))}", highlight=False, soft_wrap=True)
         return 1
     return result if isinstance(result, int) else 0
 
