@@ -106,8 +106,8 @@ def measure_ttft(bench: Bench, prefix_tokens: int, repeats: int) -> dict:
             outputs[mode] = out
             if mode == "on":
                 hits = engine.stats()["prefix_cache_hits"]  # all of them the second request's
-    result = {"prefix_tokens": prefix_tokens, "prompt_tokens": len(second),
-              "same_first_token": outputs["on"] == outputs["off"], "second_prompt_tokens_computed_on": len(second) - hits}
+    result = {"prefix_tokens": prefix_tokens, "prompt_tokens": len(second), "same_first_token":
+              outputs["on"] == outputs["off"], "second_prompt_tokens_computed_on": len(second) - hits}
     for mode in ("on", "off"):
         for which in ("first", "second"):
             result[f"ttft_{which}_{mode}_s"] = statistics.median(times[mode][which][1:])
@@ -170,8 +170,8 @@ def report(meta: dict, ttft: dict, chat: dict, out: Path) -> str:
              "| | caching off | caching on | off / on |", "| --- | ---: | ---: | ---: |",
              f"| second request (shares the prefix) | {ttft['ttft_second_off_s'] * 1e3:.1f} ms | "
              f"{ttft['ttft_second_on_s'] * 1e3:.1f} ms | {ttft['ttft_speedup']:.2f}x |",
-             f"| first request (cold) | {ttft['ttft_first_off_s'] * 1e3:.1f} ms | {ttft['ttft_first_on_s'] * 1e3:.1f} ms "
-             f"| {1 / ttft['cold_overhead']:.2f}x |", "",
+             f"| first request (cold) | {ttft['ttft_first_off_s'] * 1e3:.1f} ms | "
+             f"{ttft['ttft_first_on_s'] * 1e3:.1f} ms | {1 / ttft['cold_overhead']:.2f}x |", "",
              f"With caching the second request computed {ttft['second_prompt_tokens_computed_on']} of its "
              f"{ttft['prompt_tokens']} prompt tokens; same first token on and off: {ttft['same_first_token']}.", "",
              f"## {chat['turns']}-turn chat ({ANSWER_TOKENS} tokens generated per turn)", "",

@@ -240,12 +240,13 @@ class PagedKVCache:
         if len(shared) * self.block_size > num_tokens:
             raise ValueError(f"sequence {seq_id!r}: a cached prefix of {len(shared) * self.block_size} tokens "
                              f"is longer than the {num_tokens} tokens allocated")
+        what = f"sequence {seq_id!r} ({num_tokens} tokens)"
         if prefix is not None and not self.can_allocate(num_tokens, prefix):
             raise KVCacheFullError(self.blocks_needed(num_tokens) - len(shared) + prefix.num_evictable,
-                                   self.allocator.num_free, self.block_size, f"sequence {seq_id!r} ({num_tokens} tokens)")
+                                   self.allocator.num_free, self.block_size, what)
         if shared:
             self.allocator.touch(shared)  # first: the fresh blocks below must not evict them
-        fresh = self._take_blocks(self.blocks_needed(num_tokens) - len(shared), f"sequence {seq_id!r} ({num_tokens} tokens)")
+        fresh = self._take_blocks(self.blocks_needed(num_tokens) - len(shared), what)
         self._tables[seq_id] = table = shared + fresh
         self._lens[seq_id] = num_tokens
         if prefix is not None:
