@@ -112,11 +112,11 @@ class Sequence:
         if self._seen is not None:
             self._seen[len(self._tokens)] = token_id
         self._tokens.append(token_id)
+        if self.logprobs is not None and logprobs is not None:
+            self.logprobs.append(logprobs)
         piece = ""
         if self._detok is not None:
             piece = self._detok.add(token_id)
-        if self.logprobs is not None and logprobs is not None:
-            self.logprobs.append(logprobs)
             if self._stop.stops_on_token(token_id):
                 piece += self._detok.flush()
         text = self._stop.update(token_id, piece)
