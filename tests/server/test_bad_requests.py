@@ -35,7 +35,7 @@ def post(server, path, body=None, content=None):
     ("/chat/completions", {**CHAT, "response_format": {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "no-such-type"}}}}}}, 400, "schema"),
     ("/completions", {"model": MODEL, "prompt": [10**7], "max_tokens": 2}, 400, "token ids"),
-    ("/completions", {"model": MODEL, "prompt": "x", "max_tokens": 2, "logprobs": 3}, 400, "logprobs"),
+    ("/completions", {"model": MODEL, "prompt": "x", "max_tokens": 2, "logprobs": 6}, 400, "logprobs"),  # at most 5
     ("/embeddings", {"model": "nope", "input": "x"}, 404, "does not exist"),
 ])
 def test_bad_request_gets_openai_error(server, path, body, status, needle):

@@ -1,4 +1,5 @@
-"""``POST /v1/chat/completions``: the chat template over the messages, ``n`` choices, optional JSON schema."""
+"""``POST /v1/chat/completions``: the chat template over the messages, ``n`` choices, optional JSON schema,
+tool calls (:mod:`.tools`) and logprobs (:mod:`.logprobs`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from fastapi.responses import Response
 
 from .errors import APIError
 from .generation import cancel_on_disconnect, run_choices, sampling_for_choices, stream_choices, token_budget, usage
+from .logprobs import TokenText, chat_logprobs
 from .schemas import ChatCompletionRequest
 from .sse import event, sse_response
 from .structured import processors_for
+from .tool_calls import ToolCallStream, call_objects, parse
+from .tools import chat_template_of, render_messages, tool_processors, tool_setup
 
 router = APIRouter()
 
@@ -22,15 +26,21 @@ router = APIRouter()
 async def chat_completions(req: ChatCompletionRequest, request: Request):
     app_state = request.app.state
     served = app_state.pio.generation_model(req.model)
-    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages]
+    tools = tool_setup(req, chat_template_of(served.model))
+    messages, template_variables = render_messages(req.messages, tools)
     try:
         # Tokenizing a long conversation takes a while: off the event loop, which serves everyone.
-        prompt_ids = await asyncio.to_thread(served.model.apply_chat_template, messages)
+        prompt_ids = await asyncio.to_thread(served.model.apply_chat_template, messages, **template_variables)
     except ValueError as e:
         raise APIError(400, f"messages: {e}", param="messages") from e
+    budget = token_budget(served, len(prompt_ids), req.token_limit, "messages")
     # The first schema of a model builds the grammar's vocabulary (seconds): off the event loop.
-    processors = await asyncio.to_thread(processors_for, served.model, req.response_format)
-    params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.token_limit, "messages"), processors)
+    if tools.active:
+        processors = await asyncio.to_thread(tool_processors, served.model, tools, budget)
+    else:
+        processors = await asyncio.to_thread(processors_for, served.model, req.response_format)
+    params = sampling_for_choices(req, budget, processors, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
+    token_text = TokenText(served.model.detokenize)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     metrics = app_state.metrics
     metrics.prompt_tokens.inc(len(prompt_ids))
@@ -45,12 +55,20 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
             for i in range(req.n):
                 yield event(body("chat.completion.chunk",
                                  [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
-            async for index, text, n, finish in stream_choices(served, prompt_ids, params):
+            calls = [ToolCallStream(tools.fmt) for _ in range(req.n)] if tools.active else None
+            async for index, text, n, finish, logprobs in stream_choices(served, prompt_ids, params):
                 total += n
                 metrics.completion_tokens.inc(n)
-                if text or finish:
+                if calls is None:
                     delta = {"content": text} if text else {}
-                    yield event(body("chat.completion.chunk", [{"index": index, "delta": delta, "finish_reason": finish}]))
+                else:
+                    delta = calls[index].feed(text, final=finish is not None)
+                    finish = "tool_calls" if finish == "stop" and calls[index].called else finish
+                if delta or finish or logprobs:
+                    choice = {"index": index, "delta": delta, "finish_reason": finish}
+                    if logprobs is not None:
+                        choice["logprobs"] = chat_logprobs(logprobs, token_text)
+                    yield event(body("chat.completion.chunk", [choice]))
             if req.stream_options and req.stream_options.include_usage:
                 yield event(body("chat.completion.chunk", [], {"usage": usage(len(prompt_ids), total)}))
         return sse_response(chunks(), metrics.cancelled.inc)
@@ -61,6 +79,15 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         return Response(status_code=499)
     completion_tokens = sum(c.completion_tokens for c in choices)
     metrics.completion_tokens.inc(completion_tokens)
-    return body("chat.completion",
-                [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
-                 for c in choices], {"usage": usage(len(prompt_ids), completion_tokens)})
+    return body("chat.completion", [_choice(c, tools, req.logprobs and chat_logprobs(c.logprobs, token_text))
+                                    for c in choices], {"usage": usage(len(prompt_ids), completion_tokens)})
+
+
+def _choice(c, tools, logprobs) -> dict:
+    message, finish = {"role": "assistant", "content": c.text}, c.finish_reason
+    if tools.active:
+        parsed = parse(c.text, tools.fmt)
+        if parsed.calls:
+            message = {"role": "assistant", "content": parsed.content or None, "tool_calls": call_objects(parsed.calls)}
+            finish = "tool_calls" if finish == "stop" else finish
+    return {"index": c.index, "message": message, "logprobs": logprobs or None, "finish_reason": finish}

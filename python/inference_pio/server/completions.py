@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from .errors import APIError
 from .generation import cancel_on_disconnect, run_choices, sampling_for_choices, stream_choices, token_budget, usage
+from .logprobs import TokenText, completion_logprobs
 from .schemas import CompletionRequest
 from .sse import event, sse_response
 
@@ -36,7 +37,11 @@ async def completions(req: CompletionRequest, request: Request):
     prompt_ids = await asyncio.to_thread(_prompt_ids, served, req.prompt)  # a long prompt: off the event loop
     if not prompt_ids:
         raise APIError(400, "the prompt is empty", param="prompt")
-    params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.max_tokens, "prompt"))
+    if req.echo and req.logprobs is not None:
+        raise APIError(400, "logprobs with echo (the prompt's logprobs) is not supported", param="logprobs")
+    params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.max_tokens, "prompt"),
+                                  logprobs=req.logprobs)
+    token_text = TokenText(served.model.detokenize)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     metrics = app_state.metrics
     metrics.prompt_tokens.inc(len(prompt_ids))
@@ -54,11 +59,15 @@ async def completions(req: CompletionRequest, request: Request):
             if echo:
                 for i in range(req.n):
                     yield event(body([{"index": i, "text": echo, "finish_reason": None, "logprobs": None}]))
-            async for index, text, n, finish in stream_choices(served, prompt_ids, params):
+            offsets = [0] * req.n
+            async for index, text, n, finish, logprobs in stream_choices(served, prompt_ids, params):
                 total += n
                 metrics.completion_tokens.inc(n)
-                if text or finish:
-                    yield event(body([{"index": index, "text": text, "finish_reason": finish, "logprobs": None}]))
+                if text or finish or logprobs:
+                    lp = None if logprobs is None else completion_logprobs(logprobs, token_text, offsets[index])
+                    if lp is not None and lp["tokens"]:
+                        offsets[index] = lp["text_offset"][-1] + len(lp["tokens"][-1])
+                    yield event(body([{"index": index, "text": text, "finish_reason": finish, "logprobs": lp}]))
             if req.stream_options and req.stream_options.include_usage:
                 yield event(body([], usage(len(prompt_ids), total)))
         return sse_response(chunks(), metrics.cancelled.inc)
@@ -69,5 +78,6 @@ async def completions(req: CompletionRequest, request: Request):
         return Response(status_code=499)
     completion_tokens = sum(c.completion_tokens for c in choices)
     metrics.completion_tokens.inc(completion_tokens)
-    return body([{"index": c.index, "text": echo + c.text, "finish_reason": c.finish_reason, "logprobs": None}
+    return body([{"index": c.index, "text": echo + c.text, "finish_reason": c.finish_reason,
+                  "logprobs": None if req.logprobs is None else completion_logprobs(c.logprobs, token_text, 0)}
                  for c in choices], usage(len(prompt_ids), completion_tokens))

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine.sampler import SamplingParams
 from .errors import APIError
 from .state import ServedModel
+
+
+# (choice index, new text, new token count, finish reason, the new tokens' TokenLogprobs or None)
+Event = tuple[int, str, int, str | None, list | None]
 
 
 @dataclass
@@ -19,6 +23,7 @@ class Choice:
     text: str = ""
     completion_tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list = field(default_factory=list)  # TokenLogprobs per token, when asked for
 
 
 def token_budget(served: ServedModel, prompt_tokens: int, requested: int | None, prompt_param: str) -> int:
@@ -37,44 +42,47 @@ def token_budget(served: ServedModel, prompt_tokens: int, requested: int | None,
     return requested
 
 
-def sampling_for_choices(req, max_tokens: int, processors: Callable[[], tuple] = tuple) -> list[SamplingParams]:
-    """One ``SamplingParams`` per choice; with a seed, choice ``i`` uses ``seed + i`` (distinct, reproducible)."""
+def sampling_for_choices(req, max_tokens: int, processors: Callable[[], tuple] = tuple,
+                         logprobs: int | None = None) -> list[SamplingParams]:
+    """One ``SamplingParams`` per choice; with a seed, choice ``i`` uses ``seed + i`` (distinct, reproducible).
+    ``logprobs``: None, or how many top log-probabilities each token reports."""
     out = []
     for i in range(req.n):
         try:
             out.append(SamplingParams(
                 temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=None if req.seed is None else req.seed + i,
                 max_tokens=max_tokens, stop=req.stop_list, repetition_penalty=req.repetition_penalty, ignore_eos=req.ignore_eos,
-                logits_processors=processors()))
+                logits_processors=processors(), logprobs=logprobs))
         except ValueError as e:
             raise APIError(400, str(e)) from e
     return out
 
 
 async def _events(served: ServedModel, index: int, prompt_ids: list[int], params: SamplingParams,
-                  request_id: str) -> AsyncIterator[tuple[int, str, int, str | None]]:
-    """``(choice index, new text, new token count, finish reason)`` for one choice; aborts when closed."""
+                  request_id: str) -> AsyncIterator[Event]:
+    """The events of one choice; aborts when closed."""
     gen = served.engine.generate(prompt_ids, params, request_id=request_id)
     async with contextlib.aclosing(gen):
         async for out in gen:
-            yield index, out.text or "", len(out.token_ids), out.finish_reason
+            yield index, out.text or "", len(out.token_ids), out.finish_reason, out.logprobs
 
 
 async def run_choices(served: ServedModel, prompt_ids: list[int], params: list[SamplingParams]) -> list[Choice]:
     """All choices to completion, concurrently (they batch together in the engine)."""
     async def one(i, p):
         choice = Choice(i)
-        async for _, text, n, finish in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
+        async for _, text, n, finish, logprobs in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
             choice.text += text
             choice.completion_tokens += n
             choice.finish_reason = finish or choice.finish_reason
+            choice.logprobs += logprobs or ()
         return choice
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(params))))
 
 
 async def stream_choices(served: ServedModel, prompt_ids: list[int],
-                         params: list[SamplingParams]) -> AsyncIterator[tuple[int, str, int, str | None]]:
+                         params: list[SamplingParams]) -> AsyncIterator[Event]:
     """The events of every choice, interleaved as they come; closing this cancels every choice."""
     queue: asyncio.Queue = asyncio.Queue()
     done = object()

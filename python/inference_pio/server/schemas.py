@@ -11,6 +11,8 @@ from .request_checks import check_json
 
 MAX_N = 16
 MAX_STOP = 4
+MAX_TOP_LOGPROBS = 20  # chat's top_logprobs, as OpenAI
+MAX_COMPLETION_LOGPROBS = 5  # completions' logprobs, as OpenAI
 
 PositiveTokens = Annotated[int, Field(ge=1)]
 
@@ -69,13 +71,7 @@ class CompletionRequest(_Sampling):
         | Annotated[list[list[int]], Field(min_length=1)]
     max_tokens: PositiveTokens | None = 16
     echo: bool = False
-    logprobs: int | None = None
-
-    @model_validator(mode="after")
-    def _no_logprobs(self):
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
-        return self
+    logprobs: Annotated[int, Field(ge=0, le=MAX_COMPLETION_LOGPROBS)] | None = None
 
 
 class TextPart(_Request):
@@ -83,9 +79,22 @@ class TextPart(_Request):
     text: str
 
 
+class CalledFunction(_Request):
+    name: Annotated[str, Field(min_length=1)]
+    arguments: str  # JSON text, as the API returned it
+
+
+class ToolCall(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
     def text(self) -> str:
         if self.content is None:
@@ -110,17 +119,48 @@ class ResponseFormat(_Request):
         return self
 
 
+class FunctionDefinition(_Request):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]  # OpenAI's rule (dots too, as vLLM)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of an object; None: no arguments
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _object_parameters(self):
+        if self.parameters is not None and self.parameters.get("type", "object") != "object":
+            raise ValueError("parameters must be a JSON schema of type object")
+        return self
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: PositiveTokens | None = None
     max_completion_tokens: PositiveTokens | None = None
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @model_validator(mode="after")
-    def _no_logprobs(self):
-        if self.logprobs:
-            raise ValueError("logprobs are not supported")
+    def _top_logprobs_need_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
 
     @property

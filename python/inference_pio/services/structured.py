@@ -15,6 +15,7 @@ random-weight model writes strings that never close.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -186,6 +187,25 @@ class GrammarBackend:
         except RuntimeError as e:
             message = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
             raise SchemaError(f"cannot compile JSON schema {out.name!r} into a grammar: {message}") from None
+        with self._lock:
+            self._cache[key] = compiled
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def compile_structural_tag(self, tag: dict) -> Any:
+        """``CompiledGrammar`` for an xgrammar structural tag (a dict: tool calls, say); cached like schemas.
+        Raises SchemaError when xgrammar rejects it (a bad JSON schema inside, for one)."""
+        key = "structural_tag:" + json.dumps(tag)  # key order kept: it is the property order
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:
+            compiled = self._compiler.compile_structural_tag(tag)
+        except (RuntimeError, ValueError) as e:  # xgrammar's InvalidStructuralTagError is a RuntimeError
+            message = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
+            raise SchemaError(f"cannot compile the structural tag into a grammar: {message}") from None
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > self._cache_size:
