@@ -80,6 +80,19 @@ def test_greedy_outputs_equal_with_and_without_caching(llama, backend):
     assert_all_blocks_free(off)
 
 
+@pytest.mark.slow
+def test_cached_prefix_through_the_triton_kernels(llama):
+    """The Triton ops (through the interpreter here) read a cached prefix like an earlier chunk."""
+    pytest.importorskip("triton")
+    ps = [STEM[:20] + [60, 61, 62], STEM[:20] + [70, 71]]  # the second reuses two blocks
+    with use_backend("triton"):
+        on, off = engine(llama, True), engine(llama, False)
+        got = sequential(on, ps, greedy(3, ignore_eos=True))
+        want = sequential(off, ps, greedy(3, ignore_eos=True))
+    assert got == want and on.stats()["prefix_cache_hits"] == 2 * BLOCK
+    assert_all_blocks_free(on)
+
+
 def test_seeded_sampling_equal_with_and_without_caching(llama):
     ps = prompts(4)
     params = [SamplingParams(temperature=0.9, top_p=0.9, top_k=50, seed=100 + i, max_tokens=12, ignore_eos=True)
