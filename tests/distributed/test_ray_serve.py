@@ -47,7 +47,8 @@ def client(cluster):
 
 
 def messages(conversation: str, *turns: str) -> list[dict]:
-    return [{"role": "system", "content": f"{conversation}: {SYSTEM}"}] + [{"role": "user", "content": t} for t in turns]
+    system = {"role": "system", "content": f"{conversation}: {SYSTEM}"}
+    return [system] + [{"role": "user", "content": t} for t in turns]
 
 
 def ask(client, conversation: str, *turns: str, **options):

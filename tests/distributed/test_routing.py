@@ -27,7 +27,8 @@ def test_prefix_hashes_chain_whole_blocks_only():
 
 def test_routing_text_renders_chat_and_completion_prompts():
     assert routing_text("/v1/chat/completions", chat(SYSTEM, "hi")).startswith(f"<system>{SYSTEM}\n<user>hi")
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}
+    content = [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]
+    parts = {"messages": [{"role": "user", "content": content}]}
     assert routing_text("/v1/chat/completions", json.dumps(parts).encode()) == "<user>ab\n"
     assert routing_text("/v1/completions", b'{"prompt": "abc"}') == "abc"
     assert routing_text("/v1/completions", b'{"prompt": [1, 22]}') == "1,22,"
@@ -42,7 +43,8 @@ def test_turns_of_one_conversation_stay_on_its_replica():
     assert reason == NO_PREFIX
     router.release(first)
     for turn in range(4):  # later turns extend the same prompt
-        contents = [SYSTEM + "conversation A", "q1"] + [t for i in range(turn + 1) for t in (f"answer {i}", f"question {i}")]
+        later = [t for i in range(turn + 1) for t in (f"answer {i}", f"question {i}")]
+        contents = [SYSTEM + "conversation A", "q1"] + later
         replica, reason = router.choose(routing_text("/v1/chat/completions", chat(*contents)))
         assert (replica, reason) == (first, PREFIX)
         router.release(replica)

@@ -31,6 +31,12 @@ def register(app: typer.Typer) -> None:
                                               help="Largest request body accepted (bigger ones get a 413)."),
         prefix_caching: bool = typer.Option(True, "--prefix-caching/--no-prefix-caching",
                                             help="Reuse the KV cache of prompt prefixes earlier requests computed."),
+        replicas: int = typer.Option(0, "--replicas", min=0,
+                                     help="Run N engine replicas on Ray Serve behind this one endpoint, routed by "
+                                          "prompt prefix (needs the distributed extra)."),
+        ray_address: str = typer.Option(None, "--ray-address",
+                                        help="Run the replicas on this Ray cluster (HOST:PORT of `ray start --head`) "
+                                             "instead of a local Ray instance; --replicas defaults to 1."),
         dtype: str = opt.Dtype,
         max_seq_len: int = opt.MaxSeqLen,
         log_level: str = typer.Option("info", "--log-level"),
@@ -40,9 +46,21 @@ def register(app: typer.Typer) -> None:
         from ..server import ServedModel, ServerState, create_app
 
         path = resolve_model_path(model_spec)
-        model = open_model(str(path), max_batch_size=max_batch_size, enable_prefix_caching=prefix_caching,
-                           **opt.load_options(dtype, max_seq_len))
+        load_options = dict(max_batch_size=max_batch_size, enable_prefix_caching=prefix_caching,
+                            **opt.load_options(dtype, max_seq_len))
         served_name, aliases = served_names(name, model_spec, path)
+        if replicas or ray_address:
+            from ..distributed import serve_replicas
+            from ..distributed.spec import ReplicaSpec
+
+            emb_name = embedding_model and (embedding_name or os.path.basename(os.path.normpath(embedding_model)))
+            spec = ReplicaSpec(str(path), served_name, load_options, aliases, embedding_model, emb_name, api_key,
+                               max_request_bytes)
+            err_console.print(f"serving [bold]{served_name}[/] on http://{host}:{port}/v1 "
+                              f"with {replicas or 1} replicas on Ray", highlight=False)
+            serve_replicas(spec, replicas or 1, host, port, ray_address, log_level, max_inflight=max_batch_size)
+            return 0
+        model = open_model(str(path), **load_options)
         generator = ServedModel(served_name, model, model.async_engine(), aliases=aliases)
         embedder = None
         if embedding_model:

@@ -17,9 +17,10 @@ def require_ray_serve() -> None:
         raise ImportError(f"serving replicas needs Ray Serve, which is not installed: {EXTRA_HINT}") from e
 
 
-def serve_replicas(spec, replicas: int, host: str, port: int, ray_address: str | None = None, **options) -> None:
+def serve_replicas(spec, replicas: int, host: str, port: int, ray_address: str | None = None,
+                   log_level: str = "info", **options) -> None:
     """``pio serve --replicas N``: see ``ray_serve.serve_replicas``; a clear error without the extra."""
     require_ray_serve()
     from .ray_serve import serve_replicas as run
 
-    run(spec, replicas, host, port, ray_address, **options)
+    run(spec, replicas, host, port, ray_address, log_level, **options)

@@ -146,14 +146,17 @@ def build_app(spec: ReplicaSpec, replicas: int, policy: str = "prefix", cpus_per
 
 
 def serve_replicas(spec: ReplicaSpec, replicas: int, host: str, port: int, ray_address: str | None = None,
-                   **options) -> None:
+                   log_level: str = "info", **options) -> None:
     """Starts (or joins, with ``ray_address``) Ray, runs the application on ``host:port`` until interrupted."""
     import ray
 
     ray.init(address=ray_address)
+    verbose = log_level.lower() in ("debug", "trace")  # uvicorn's levels; trace is not Python's
+    logging_config = {"log_level": "DEBUG" if verbose else log_level.upper(), "enable_access_log": verbose}
     try:
-        serve.start(http_options={"host": host, "port": port})
-        serve.run(build_app(spec, replicas, **options), name="inference-pio", route_prefix="/", blocking=True)
+        serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
+        serve.run(build_app(spec, replicas, **options), name="inference-pio", route_prefix="/", blocking=True,
+                  logging_config=logging_config)
     except KeyboardInterrupt:
         pass
     finally:

@@ -22,12 +22,13 @@ class ReplicaSpec:
         from ..server import ServedModel, ServerState
 
         model = load(self.model_path, **self.load_options)
-        generator = ServedModel(self.name, model, model.async_engine(), **({"aliases": self.aliases} if self.aliases else {}))
+        generator = ServedModel(self.name, model, model.async_engine(), aliases=self.aliases)
         embedder = ServedModel(self.embedding_name, load(self.embedding_path)) if self.embedding_path else None
         return ServerState(generator, embedder, self.api_key)
 
     def app(self, state):
         from ..server import create_app
 
-        limit = {} if self.max_request_bytes is None else {"max_request_bytes": self.max_request_bytes}
-        return create_app(state, **limit)
+        if self.max_request_bytes is None:
+            return create_app(state)
+        return create_app(state, max_request_bytes=self.max_request_bytes)
