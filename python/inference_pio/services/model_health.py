@@ -81,6 +81,11 @@ class ModelHealth:
     def reopens_at(self) -> float:
         return self._open_until if self._open_until is not None else float("-inf")
 
+    def abandon_trial(self) -> None:
+        """The request that claimed the half-open trial was cancelled before an answer: the next may try."""
+        with self._lock:
+            self._trial_in_flight = False
+
     # ----- recording -----
 
     def record_success(self, latency: float, output_tokens: int = 0) -> None:

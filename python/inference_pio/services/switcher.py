@@ -10,11 +10,20 @@
     result = await (await switcher.get_schematic_generator(Dict)).generate("What is the capital of France?")
     switcher.figures()["local/deepseek/deepseek-coder-7b"].latency_p95
 
-Each generation goes to the current model; an error or a timeout (``timeout`` seconds) there sends it to
-the fallback, so a request gets an answer while either model can give one. Every attempt is counted in
-the model's figures (:class:`~inference_pio.services.model_health.ModelFigures`). A model that failed
+Each generation goes to the current model; an error, a timeout (``timeout`` seconds) or a malformed
+answer (``None``, the wrong type, content that does not match the schema) there sends it to the fallback,
+so a request gets an answer while either model can give one. Every attempt is counted in the model's
+figures (:class:`~inference_pio.services.model_health.ModelFigures`). A model that failed
 ``failure_threshold`` times in a row is skipped for ``cooldown`` seconds (circuit breaker), then tried
-again; when every candidate's breaker is open they are still tried, soonest-to-reopen first.
+again; only when every candidate's breaker is open are they tried anyway, soonest-to-reopen first.
+
+Every call to a model runs in that model's :class:`~inference_pio.services.model_lane.ModelLane` (its own
+event loop and at most ``threads_per_model`` worker threads), so a model that hangs, in a coroutine, in
+a worker thread or by blocking its event loop, costs the caller its timeout and nothing more: the
+fallback's calls never queue behind it.
+
+A default model that is not installed (not in the catalogue) does not stop ``initialize()``: the
+switcher logs a warning and starts on the fallback (local when possible, the cloud when necessary).
 
 Embeddings do not fall back after the first answer: vectors of two models live in different spaces, so
 the embedder stays with the model that answered first.
@@ -23,16 +32,22 @@ the embedder stays with the model that answered first.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic
+
 from ..models.types import ModelType
-from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, NLPService, SchematicGenerationResult,
-                        SchematicGenerator, ServiceError)
+from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
+                        SchematicGenerationResult, SchematicGenerator, ServiceError)
 from .local import UnknownModelError, lookup_model
+from .embedding_choice import with_known_dimensions
 from .model_health import ModelFigures, ModelHealth
+from .model_lane import ModelLane
 from .moderation import DEFAULT_CATEGORIES, ModelModeration
 from .openai_remote import split_remote_id
 from .resolve import build_service, is_local_id
@@ -48,6 +63,14 @@ class AllModelsFailedError(ServiceError):
         super().__init__(f"no model could answer ({detail})")
 
 
+class MalformedResultError(ServiceError):
+    """A model answered, but not with a well-formed result: counted as its failure."""
+
+
+class CircuitOpenError(ServiceError):
+    """A model skipped because its circuit breaker is open."""
+
+
 class ModelSwitcher(NLPService):
     """``services``: ready services by model id (used instead of building one); ``local_options`` /
     ``remote_options``: keyword arguments for the local / remote services it builds."""
@@ -56,10 +79,12 @@ class ModelSwitcher(NLPService):
                  fallback_model_id: str | None = None, *, services: Mapping[str, NLPService] | None = None,
                  local_options: Mapping[str, Any] | None = None, remote_options: Mapping[str, Any] | None = None,
                  timeout: float | None = 120.0, failure_threshold: int = 3, cooldown: float = 30.0,
-                 moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
+                 moderation_categories: Sequence[str] = DEFAULT_CATEGORIES, threads_per_model: int = 4,
                  clock: Callable[[], float] = time.monotonic):
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout}")
+        if threads_per_model < 1:
+            raise ValueError(f"threads_per_model must be >= 1, got {threads_per_model}")
         self.logger = logger or logging.getLogger(__name__)
         self.model_manager = model_manager
         self.default_model_id = default_model_id
@@ -71,17 +96,27 @@ class ModelSwitcher(NLPService):
         self._remote_options = dict(remote_options or {})
         self._health_options = {"failure_threshold": failure_threshold, "cooldown": cooldown, "clock": clock}
         self._health: dict[str, ModelHealth] = {}
+        self._threads_per_model = threads_per_model
+        self._lanes: dict[str, ModelLane] = {}
         self._current: str | None = None
 
     # ----- set-up and choice -----
 
     async def initialize(self) -> None:
-        """Checks the configured ids; without a default, picks the best installed generation model."""
-        if self.default_model_id is None:
-            self.default_model_id = self.choose_model(("generation",), activate=False)
-        self._check_known(self.default_model_id)
+        """Checks the configured ids; without a default, picks the best installed generation model. A default
+        that cannot be served (not installed, no manager, nothing installed) falls back, with a warning."""
         if self.fallback_model_id is not None:
             self._check_known(self.fallback_model_id)
+        try:
+            if self.default_model_id is None:
+                self.default_model_id = self.choose_model(("generation",), activate=False)
+            self._check_known(self.default_model_id)
+        except (UnknownModelError, ValueError) as e:
+            if self.fallback_model_id is None:
+                raise
+            self.logger.warning("the default model cannot be served (%s); using the fallback %s", e,
+                                self.fallback_model_id)
+            self.default_model_id = self.fallback_model_id
         if self._current is None:
             self._current = self.default_model_id
 
@@ -163,38 +198,72 @@ class ModelSwitcher(NLPService):
         return self._services[model_id]
 
     def _candidates(self) -> list[str]:
-        ids = list(dict.fromkeys(m for m in (self.model_id, self.fallback_model_id) if m is not None))
-        ready = [m for m in ids if self.health(m).available()]
-        waiting = sorted((m for m in ids if m not in ready), key=lambda m: self.health(m).reopens_at)
-        return ready + waiting
+        return list(dict.fromkeys(m for m in (self.model_id, self.fallback_model_id) if m is not None))
+
+    def lane(self, model_id: str) -> ModelLane:
+        """The event loop and worker threads where every call to ``model_id`` runs."""
+        if model_id not in self._lanes:
+            self._lanes[model_id] = ModelLane(model_id.replace("/", "-"), self._threads_per_model)
+        return self._lanes[model_id]
 
     async def route(self, attempt: Callable[[NLPService, str], Awaitable[Any]],
-                    candidates: Sequence[str] | None = None, tokens: Callable[[Any], int] = lambda _: 0) -> Any:
-        """Runs ``attempt(service, model_id)`` on each candidate in turn until one succeeds, within the timeout."""
+                    candidates: Sequence[str] | None = None, tokens: Callable[[Any], int] = lambda _: 0,
+                    check: Callable[[Any], None] = lambda _: None) -> Any:
+        """Runs ``attempt(service, model_id)`` on each candidate in turn until one succeeds, within the timeout.
+
+        ``check(result)`` raises for a malformed result (a failure of that model, like an error). A candidate
+        whose breaker is open is skipped, unless every candidate's is: then they are tried, soonest to reopen
+        first.
+        """
         errors: dict[str, BaseException] = {}
         order = list(candidates or self._candidates())
-        for model_id in order:
-            health = self.health(model_id)
-            started = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(self._attempt(attempt, model_id), self.timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                timed_out = isinstance(e, (asyncio.TimeoutError, TimeoutError))
-                if timed_out:
-                    e = TimeoutError(f"no answer within {self.timeout} s")
-                health.record_failure(e, timed_out)
-                errors[model_id] = e
-                self.logger.warning("%s failed (%s: %s)%s", model_id, type(e).__name__, e,
-                                    "" if model_id == order[-1] else "; trying the next model")
+        healths = [self.health(m) for m in order]  # every candidate has figures, tried or not
+        for model_id, health in zip(order, healths):
+            if not health.available():  # (claims the half-open trial when one is due)
+                errors[model_id] = CircuitOpenError(f"skipped: its circuit is open ({health.last_error})")
                 continue
-            health.record_success(time.perf_counter() - started, tokens(result))
-            return result
+            answered, result = await self._try(model_id, attempt, check, tokens, errors)
+            if answered:
+                return result
+        if all(isinstance(errors.get(m), CircuitOpenError) for m in order):
+            for model_id in sorted(order, key=lambda m: self.health(m).reopens_at):  # every breaker is open
+                answered, result = await self._try(model_id, attempt, check, tokens, errors)
+                if answered:
+                    return result
         raise AllModelsFailedError(errors)
 
-    async def _attempt(self, attempt, model_id: str):
-        return await attempt(await self.service(model_id), model_id)
+    async def _try(self, model_id: str, attempt, check, tokens, errors: dict) -> tuple[bool, Any]:
+        """One attempt on ``model_id`` within the timeout, counted in its figures: ``(answered, result)``."""
+        health = self.health(model_id)
+        started = time.perf_counter()
+        try:
+            result, output_tokens = await asyncio.wait_for(
+                self.lane(model_id).run(self._attempt(attempt, model_id, check, tokens)), self.timeout)
+        except asyncio.CancelledError:
+            health.abandon_trial()  # no verdict: a claimed half-open trial must not stay claimed
+            raise
+        except Exception as e:
+            timed_out = isinstance(e, (asyncio.TimeoutError, TimeoutError))
+            if timed_out:
+                e = TimeoutError(f"no answer within {self.timeout} s")
+            health.record_failure(e, timed_out)
+            errors[model_id] = e
+            self.logger.warning("%s failed (%s: %s)", model_id, type(e).__name__, e)
+            return False, None
+        health.record_success(time.perf_counter() - started, output_tokens)
+        return True, result
+
+    async def _attempt(self, attempt, model_id: str, check, tokens) -> tuple[Any, int]:
+        """One try, run in the model's lane: the answer is checked here, so a malformed one fails the try."""
+        result = await attempt(await self.service(model_id), model_id)
+        try:
+            check(result)
+            output_tokens = int(tokens(result))
+        except MalformedResultError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- whatever the checks tripped on, the answer is malformed
+            raise MalformedResultError(f"{model_id} answered a malformed {type(result).__name__}: {e}") from e
+        return result, output_tokens
 
     # ----- the service getters -----
 
@@ -203,17 +272,28 @@ class ModelSwitcher(NLPService):
         return SwitchingSchematicGenerator(self, schema)
 
     async def get_embedder(self, hints: Mapping[str, Any] | None = None) -> "SwitchingEmbedder":
-        return SwitchingEmbedder(self)
+        return await SwitchingEmbedder(self).prepare()
 
     async def get_moderation_service(self) -> ModelModeration:
         return ModelModeration(self, self.moderation_categories)
 
     async def get_tokenizer(self) -> EstimatingTokenizer:
-        return await (await self.service(self.model_id)).get_tokenizer()
+        model_id = self.model_id
+
+        async def tokenizer():
+            return await (await self.service(model_id)).get_tokenizer()
+        return await asyncio.wait_for(self.lane(model_id).run(tokenizer()), self.timeout)
 
     async def aclose(self) -> None:
-        for service in self._services.values():
-            await service.aclose()
+        """Closes every service (in its lane, within the timeout: a hung model is left behind), then the lanes."""
+        for model_id, service in list(self._services.items()):
+            try:
+                await asyncio.wait_for(self.lane(model_id).run(service.aclose()), self.timeout)
+            except Exception as e:  # noqa: BLE001 -- closing the others matters more
+                self.logger.warning("closing %s failed (%s: %s)", model_id, type(e).__name__, e)
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes.clear()
 
 
 class SwitchingSchematicGenerator(SchematicGenerator):
@@ -250,7 +330,23 @@ class SwitchingSchematicGenerator(SchematicGenerator):
                 self._generators[model_id] = await service.get_schematic_generator(self._output)
             return await self._generators[model_id].generate(prompt, hints)
 
-        return await self.switcher.route(attempt, tokens=lambda r: r.info.usage.output_tokens)
+        return await self.switcher.route(attempt, tokens=lambda r: r.info.usage.output_tokens, check=self._check)
+
+    def _check(self, result: Any) -> None:
+        """A ``SchematicGenerationResult`` whose content matches the schema and whose usage counts are numbers."""
+        if not isinstance(result, SchematicGenerationResult) or not isinstance(result.info, GenerationInfo):
+            raise MalformedResultError(f"expected a SchematicGenerationResult, got {type(result).__name__}")
+        usage = result.info.usage
+        if any(not isinstance(n, int) or n < 0 for n in (usage.input_tokens, usage.output_tokens)):
+            raise MalformedResultError(f"token counts must be integers >= 0, got {usage}")
+        content = result.content
+        expected = self.schema if isinstance(self.schema, type) and issubclass(self.schema, pydantic.BaseModel) \
+            else None
+        if expected is not None:
+            if not isinstance(content, expected):
+                raise MalformedResultError(f"expected a {expected.__name__}, got {type(content).__name__}")
+        else:
+            self._output.parse(json.dumps(content))  # OutputValidationError when it does not match
 
 
 class SwitchingEmbedder(Embedder):
@@ -259,6 +355,16 @@ class SwitchingEmbedder(Embedder):
     def __init__(self, switcher: ModelSwitcher):
         self.switcher = switcher
         self._pinned: tuple[str, Embedder] | None = None
+        self._prepared: Embedder | None = None
+
+    async def prepare(self) -> "SwitchingEmbedder":
+        """Gets the embedder of the first model that can give one (current, else fallback) with its width known,
+        so ``dimensions`` answers before the first embed (Parlant reads it when it creates a collection)."""
+        async def attempt(service: NLPService, model_id: str) -> Embedder:
+            return await with_known_dimensions(await service.get_embedder())
+
+        self._prepared = await self.switcher.route(attempt)
+        return self
 
     @property
     def id(self) -> str:
@@ -279,18 +385,29 @@ class SwitchingEmbedder(Embedder):
     @property
     def dimensions(self) -> int:
         if self._pinned is None:
-            raise RuntimeError("the embedder's dimensions are known after its first embed call")
+            if self._prepared is None:
+                raise RuntimeError("the embedder's dimensions are known after prepare() or its first embed call")
+            return self._prepared.dimensions
         return self._pinned[1].dimensions
 
     async def embed(self, texts: Sequence[str], hints: Mapping[str, Any] | None = None) -> EmbeddingResult:
         async def attempt(service: NLPService, model_id: str) -> EmbeddingResult:
             embedder = self._pinned[1] if self._pinned else await service.get_embedder()
             result = await embedder.embed(texts, hints)
+            check(result)  # before pinning: a model that answers garbage is not the one to stay with
             if self._pinned is None:
                 self._pinned = (model_id, embedder)
             return result
 
+        def check(result: Any) -> None:
+            if not isinstance(result, EmbeddingResult) or len(result.vectors) != len(texts):
+                raise MalformedResultError(f"expected an EmbeddingResult of {len(texts)} vectors")
+            sizes = {len(v) for v in result.vectors}
+            if len(sizes) > 1 or 0 in sizes or not all(math.isfinite(x) for v in result.vectors for x in v):
+                raise MalformedResultError("the vectors must be non-empty, of one size, and finite")
+
         return await self.switcher.route(attempt, [self._pinned[0]] if self._pinned else None)
 
 
-__all__ = ["AllModelsFailedError", "ModelSwitcher", "SwitchingEmbedder", "SwitchingSchematicGenerator"]
+__all__ = ["AllModelsFailedError", "CircuitOpenError", "MalformedResultError", "ModelSwitcher", "SwitchingEmbedder",
+           "SwitchingSchematicGenerator"]
