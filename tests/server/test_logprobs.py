@@ -94,3 +94,21 @@ def test_bad_completion_logprobs_are_400(client):
         with pytest.raises(openai.BadRequestError) as e:
             client.completions.create(model=MODEL, prompt="hi", max_tokens=2, extra_body=body)
         assert "logprobs" in e.value.body["param"]
+
+
+def test_logprobs_are_taken_after_the_grammar_mask(client, local_model):
+    """With a JSON grammar, the distribution is renormalised over the tokens the grammar allows: each
+    chosen token is at least as likely as the raw model says, and forbidden tokens report the floor."""
+    messages = [{"role": "user", "content": "JSON please"}]
+    out = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0, logprobs=True,
+                                         top_logprobs=20, response_format={"type": "json_object"})
+    content = out.choices[0].logprobs.content
+    prompt = local_model.apply_chat_template(messages)
+    tokens = [local_model.tokenize(e.token, add_special_tokens=False) for e in content]
+    assert all(len(t) == 1 for t in tokens)  # each entry's text is one token of this byte-level vocabulary
+    reference = recomputed_log_probs(local_model, prompt, [t[0] for t in tokens])
+    raw = [reference[i, t[0]].item() for i, t in enumerate(tokens)]
+    assert all(e.logprob >= r - 1e-4 for e, r in zip(content, raw))
+    assert any(e.logprob > r + 1e-3 for e, r in zip(content, raw))  # the mask removed some probability mass
+    assert out.choices[0].message.content.startswith("{")
+    assert any(t.logprob == -9999.0 for e in content for t in e.top_logprobs)
