@@ -250,3 +250,11 @@ def test_named_call_on_smollm2_validates():
     [call] = out.choices[0].message.tool_calls
     assert out.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
     assert_valid_calls([call])
+
+
+def test_a_function_without_parameters_reaches_the_template_with_an_empty_schema():
+    template = ("{% for t in tools %}{{ t.function.name }}({{ t.function.parameters.properties | list | join(',') }})"
+                "{% endfor %}<tool_call>{% for m in messages %}{{ m.content }}{% endfor %}")
+    body = {"model": MODEL, "messages": ASK, "tools": [{"type": "function", "function": {"name": "ping"}}] + TOOLS}
+    setup, text = _rendered(template, body)
+    assert setup.in_template and text.startswith("ping()get_weather(city,unit)get_time(zone)")

@@ -135,7 +135,9 @@ def render_messages(messages, setup: ToolSetup) -> tuple[list[dict], dict]:
         out.append(entry)
     if not (setup.choice != "none" and setup.all_functions):
         return out, {}
-    tools = [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in setup.all_functions]
+    # Templates read parameters.properties: a function without arguments gets an empty object schema.
+    tools = [{"type": "function", "function": {**f.model_dump(exclude_none=True), "parameters": f.parameters or
+                                               {"type": "object", "properties": {}}}} for f in setup.all_functions]
     if setup.in_template:
         return out, {"tools": tools}
     block = GENERIC_INSTRUCTIONS.format(tools="\n".join(json.dumps(t) for t in tools))
