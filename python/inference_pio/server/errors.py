@@ -1,12 +1,10 @@
 """OpenAI-style error bodies: ``{"error": {"message", "type", "param", "code"}}`` with a 4xx/5xx status.
 
 Every error leaves the server as such a body: a failure nobody foresaw is a 500 of type ``server_error``
-(logged with its traceback), never a plain-text page or a reset connection.
+(the HTTP server logs its traceback), never a plain-text page or a reset connection.
 """
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +12,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .request_checks import FieldError
-
-log = logging.getLogger("inference_pio.server")
 
 
 class APIError(Exception):
@@ -67,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unforeseen(request: Request, exc: Exception):
-        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        # Starlette sends this, then re-raises the exception to the HTTP server, which logs its traceback.
         return server_error(exc)
 
 
