@@ -1,0 +1,46 @@
+"""One rank of a tensor-parallel test run: ``python -m tests.distributed.tp_worker RANK WORLD PORT CKPT OUT MODE``.
+
+``parity``: teacher-forced float32 logits (one prefill, then decode steps) and a greedy continuation
+through the sharded model and this rank's KV-cache shard; rank 0 writes them to OUT (safetensors + JSON).
+``die``: rank 1 exits at once; rank 0's first collective must fail within the group's timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from inference_pio.distributed.tensor_parallel import init_tensor_parallel, shard_config, tensor_parallel_model
+from inference_pio.engine import PagedKVCache
+from inference_pio.plugins.llama.config import LlamaConfig
+from inference_pio.plugins.llama.model import LlamaModel
+from tests.distributed.tp_workload import PROMPT_LEN, TOKENS, greedy
+from tests.llama.checkpoints import BLOCK, teacher_forced_logits
+
+
+def main(rank: int, world: int, port: int, checkpoint: str, out: str, mode: str) -> None:
+    init_tensor_parallel(rank, world, f"tcp://127.0.0.1:{port}", "gloo", timeout_s=20 if mode == "die" else 120)
+    if mode == "die" and rank == 1:
+        os._exit(3)
+    cfg = LlamaConfig.from_checkpoint(checkpoint, dtype="float32", max_seq_len=256)
+    model = tensor_parallel_model(LlamaModel, cfg, rank, world)
+    local = shard_config(cfg, world)
+    cache = PagedKVCache(cfg.num_hidden_layers, local.num_key_value_heads, cfg.head_dim, 64, BLOCK, torch.float32)
+    shard = SimpleNamespace(model=model, kv_cache=cache)
+    logits = teacher_forced_logits(shard, TOKENS, PROMPT_LEN)
+    tokens = greedy(shard, TOKENS[:PROMPT_LEN], 24)
+    if rank == 0:
+        from safetensors.torch import save_file
+
+        save_file({"logits": logits.contiguous()}, str(Path(out) / "logits.safetensors"))
+        (Path(out) / "greedy.json").write_text(json.dumps(tokens))
+
+
+if __name__ == "__main__":
+    rank, world, port = (int(a) for a in sys.argv[1:4])
+    main(rank, world, port, *sys.argv[4:7])
