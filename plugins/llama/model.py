@@ -137,7 +137,7 @@ class LlamaModel(nn.Module):
         """
         dtype = self.compute_dtype
         state = load_state(path, self.checkpoint_shapes(), dtype=dtype, device=device,
-                           tie_word_embeddings=self.config.tie_word_embeddings)
+                           tie_word_embeddings=self.config.tie_word_embeddings, floating=True)
         self.adopt_hf_state(state, where=str(path))
 
     def load_gguf(self, source, device: str | torch.device = "cpu") -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .messages import shorten
 from .tokenizer import Tokenizer, _FastBackend
+from .weights.errors import WeightLoadError
 
 _CONTROL, _USER_DEFINED = 3, 4
 _SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -44,7 +46,8 @@ PRE_TOKENIZER_SPLITS = {
 def tokenizer_from_gguf(source) -> Tokenizer:
     """A :class:`Tokenizer` from a GGUF file's metadata (``source``: a path or an opened ``GGUFFile``).
 
-    Raises ``ValueError`` naming the file when it has no tokenizer or one of a kind not supported.
+    Raises ``WeightLoadError`` (a ``ValueError``) naming the file and the key when it has no tokenizer,
+    one of a kind not supported, or mistyped tokenizer metadata.
     """
     from .weights.gguf_file import open_gguf
 
@@ -53,15 +56,58 @@ def tokenizer_from_gguf(source) -> Tokenizer:
     meta = {key.removeprefix("tokenizer.ggml."): value
             for key, value in gguf.metadata.items() if key.startswith("tokenizer.ggml.")}
     if not meta.get("tokens"):
-        raise ValueError(f"{path}: the GGUF metadata holds no tokenizer (tokenizer.ggml.tokens)")
+        raise WeightLoadError(f"{path}: the GGUF metadata holds no tokenizer (tokenizer.ggml.tokens)")
+    _check_metadata(path, meta, gguf.get("tokenizer.chat_template"))
     tokens = meta["tokens"]
-    special = {name: tokens[meta[key]] for name, key in _SPECIAL_IDS.items()
-               if isinstance(meta.get(key), int) and 0 <= meta[key] < len(tokens)}
-    backend = _GGUFBackend(build_tokenizer(meta, special, path))
+    # Optional ids that are missing, not integers or outside the vocabulary: the token is absent.
+    ids = {key: meta[key] for key in (*_SPECIAL_IDS.values(), "eot_token_id", "eom_token_id")
+           if type(meta.get(key)) is int and 0 <= meta[key] < len(tokens)}
+    special = {name: tokens[ids[key]] for name, key in _SPECIAL_IDS.items() if key in ids}
+    try:
+        backend = _GGUFBackend(build_tokenizer(meta, special, path))
+    except WeightLoadError:
+        raise
+    except Exception as exc:  # the tokenizers library's own errors on a vocabulary it cannot take
+        raise WeightLoadError(f"{path}: the tokenizer in tokenizer.ggml.* cannot be built: "
+                              f"{shorten(str(exc), 200)}") from exc
     # llama.cpp stops on end-of-turn / end-of-message tokens as well as EOS.
-    stop_ids = [meta[k] for k in ("eos_token_id", "eot_token_id", "eom_token_id") if isinstance(meta.get(k), int)]
-    return Tokenizer(backend, path, special, {}, {"eos_token_id": stop_ids, "bos_token_id": meta.get("bos_token_id")},
+    stop_ids = [ids[k] for k in ("eos_token_id", "eot_token_id", "eom_token_id") if k in ids]
+    return Tokenizer(backend, path, special, {}, {"eos_token_id": stop_ids, "bos_token_id": ids.get("bos_token_id")},
                      gguf.get("tokenizer.chat_template"))
+
+
+# tokenizer.ggml.<key> -> (element type, what to call it): the arrays a tokenizer is built from.
+_ARRAYS = {"tokens": (str, "strings"), "merges": (str, "strings"), "scores": (float, "floats"),
+           "token_type": (int, "integers")}
+
+
+def _check_metadata(path: Path, meta: dict, chat_template) -> None:
+    """Refuse mistyped tokenizer metadata with a ``WeightLoadError`` naming the key, before the
+    tokenizers library sees it."""
+    for key, (kind, what) in _ARRAYS.items():
+        values = meta.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(type(v) is kind for v in values):
+            raise WeightLoadError(f"{path}: tokenizer.ggml.{key} must be an array of {what}, got "
+                                  f"{_describe(values)}")
+        if key in ("scores", "token_type") and len(values) != len(meta["tokens"]):
+            raise WeightLoadError(f"{path}: tokenizer.ggml.{key} holds {len(values)} values for "
+                                  f"{len(meta['tokens'])} tokens")
+    for i, merge in enumerate(meta.get("merges") or []):
+        left, space, right = merge.partition(" ")
+        if not (left and space and right):
+            raise WeightLoadError(f"{path}: tokenizer.ggml.merges[{i}] = {shorten(merge)} is not two tokens "
+                                  "separated by a space")
+    if chat_template is not None and not isinstance(chat_template, str):
+        raise WeightLoadError(f"{path}: tokenizer.chat_template = {shorten(chat_template)}: must be a string")
+
+
+def _describe(values) -> str:
+    if not isinstance(values, list):
+        return f"{type(values).__name__} {shorten(values)}"
+    odd = next(v for v in values if type(v) is not type(values[0])) if len({type(v) for v in values}) > 1 else values[0]
+    return f"an array holding {type(odd).__name__} {shorten(odd)}"
 
 
 class _GGUFBackend(_FastBackend):
@@ -82,7 +128,7 @@ def build_tokenizer(meta: dict, special: dict[str, str], path: Path | str = "GGU
     elif kind == "llama":
         tok, spelled = _sentencepiece(meta), None
     else:
-        raise ValueError(f"{path}: tokenizer.ggml.model {kind!r} is not supported (supported: gpt2, llama)")
+        raise WeightLoadError(f"{path}: tokenizer.ggml.model {shorten(kind)} is not supported (supported: gpt2, llama)")
     tokens, types = meta["tokens"], meta.get("token_type") or []
     # A control token spelled outside the byte alphabet is a llama.cpp mislabel in a byte-level vocabulary.
     control = [t for t, ty in zip(tokens, types) if ty == _CONTROL and (spelled is None or set(t) <= spelled)]
@@ -103,7 +149,8 @@ def build_tokenizer(meta: dict, special: dict[str, str], path: Path | str = "GGU
     bos, eos = special.get("bos_token"), special.get("eos_token")
     single = " ".join([f"{bos}:0"] * add_bos + ["$A:0"] + [f"{eos}:0"] * add_eos)
     pair = " ".join([single] + [f"{bos}:1"] * add_bos + ["$B:1"] + [f"{eos}:1"] * add_eos)
-    specials = [(bos, tok.token_to_id(bos))] * add_bos + [(eos, tok.token_to_id(eos))] * add_eos
+    # Only the tokens added are looked up: a file without BOS or EOS has None there.
+    specials = [(t, tok.token_to_id(t)) for t, added in ((bos, add_bos), (eos, add_eos)) if added]
     tok.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
     return tok
 

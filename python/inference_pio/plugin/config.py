@@ -8,15 +8,19 @@ values are computed once in ``__post_init__`` (call ``super().__post_init__()`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..messages import shorten
 from .errors import ConfigError
 
 Self = TypeVar("Self", bound="BaseConfig")
@@ -101,8 +105,17 @@ class BaseConfig:
                 names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
                 raise ConfigError(
                     f"{type(self).__name__}.{field.name} must be {names}, "
-                    f"got {type(value).__name__} {value!r}"
+                    f"got {type(value).__name__} {shorten(value)}"
                 )
+
+    def check_positive(self, *names: str) -> None:
+        """Raise ``ConfigError`` naming the first of the fields ``names`` that is set but not > 0 (and
+        finite): sizes, head counts, epsilons. A zero or negative size would surface as a
+        ZeroDivisionError or torch's "negative dimension" deep in the model."""
+        for field_name in names:
+            value = getattr(self, field_name)
+            if value is not None and not (value > 0 and (not isinstance(value, float) or math.isfinite(value))):
+                raise ConfigError(f"{type(self).__name__}.{field_name} must be positive, got {shorten(value)}")
 
     @classmethod
     def from_dict(cls: type[Self], data: dict[str, Any], **overrides: Any) -> Self:
@@ -132,9 +145,64 @@ class BaseConfig:
 
     @classmethod
     def from_checkpoint(cls: type[Self], path: str | Path, **overrides: Any) -> Self:
-        """Build from ``<path>/config.json`` with ``model_path`` set to the folder."""
+        """Build from ``<path>/config.json`` with ``model_path`` set to the folder.
+
+        Every bad value is a one-line ``ConfigError`` naming the file; sizes the checkpoint's
+        tensors contradict (``check_checkpoint``) are refused before anything is allocated.
+        """
         overrides.setdefault("model_path", str(path))
-        return cls.from_pretrained_config(read_config_json(path), **overrides)
+        file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+        data = read_config_json(path)
+        with config_errors_named(file):
+            config = cls.from_pretrained_config(data, **overrides)
+        shapes = _checkpoint_shapes(path)
+        if shapes is not None:
+            config.check_checkpoint(shapes, file)
+        return config
+
+    def check_checkpoint(self, shapes: dict[str, tuple[int, ...]], where: str | Path) -> None:
+        """Refuse sizes that the checkpoint's tensors (``shapes``, by transformers name) contradict
+        and that would be allocated before the weights are read. Here: more layers than the
+        checkpoint holds (a million layers would take minutes and gigabytes to build)."""
+        layers = getattr(self, "num_hidden_layers", None)
+        present = layers_present(shapes)
+        if isinstance(layers, int) and present is not None and layers > present:
+            raise ConfigError(f"{where}: num_hidden_layers = {layers}: the checkpoint holds the tensors of "
+                              f"{present} layers")
+
+
+@contextlib.contextmanager
+def config_errors_named(where: str | Path) -> Iterator[None]:
+    """Inside the block, a ``ConfigError`` or a stray error of building a config from a file's values
+    (ZeroDivisionError, TypeError...) becomes a one-line ``ConfigError`` that names ``where``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except (ArithmeticError, TypeError, ValueError, LookupError, AttributeError, RecursionError) as exc:
+        raise ConfigError(f"{where}: {type(exc).__name__}: {shorten(str(exc), 300)}") from exc
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|blk)\.(\d+)\.")
+
+
+def layers_present(names: Iterable[str]) -> int | None:
+    """How many numbered layers (``model.layers.N.``, ``blk.N.``...) tensor ``names`` hold: the highest
+    index plus one; ``None`` when no name is numbered."""
+    indices = [int(m.group(1)) for name in names if (m := _LAYER_INDEX.search(name))]
+    return max(indices) + 1 if indices else None
+
+
+def _checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes from the safetensors headers next to the config (no data read); ``None`` when
+    there are none to read (loading the weights reports that)."""
+    from ..weights import WeightLoadError, open_checkpoint
+
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    try:
+        return open_checkpoint(folder).shapes()
+    except WeightLoadError:
+        return None
 
 
 def read_config_json(path: str | Path) -> dict[str, Any]:
@@ -148,6 +216,8 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file (a checkpoint folder needs config.json)") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a config") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"

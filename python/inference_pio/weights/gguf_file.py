@@ -8,6 +8,12 @@ stays in the map until the loader copies it. Every count, length and byte range 
 the file size, so a truncated or corrupt file is a ``WeightLoadError`` naming the file, never a
 numpy error, a crash or a huge allocation. The tests check it against ``GGUFReader``.
 
+Before anything is built, the file must also be well formed the way llama.cpp writes it: keys and
+tensor names unique, 1 to 4 dimensions of 1 to 2^63 - 1 elements (sizes in Python integers, so no
+product wraps), ``general.alignment`` a power of two, and tensors packed one after the other at
+aligned offsets, sized by their type (so bytes relabelled with another type are caught: the chain
+breaks). ``tests/gguf/hostile.py`` writes a file for each of these attacks.
+
 Layout (version 2 or 3, little-endian): magic ``GGUF``, version u32, tensor count u64, metadata
 count u64; metadata entries (key string, value type u32, value); tensor infos (name, n_dims u32,
 dims u64 innermost first, ggml type u32, offset u64 from the aligned data start). Strings are a
@@ -16,6 +22,7 @@ u64 byte length then UTF-8 bytes.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WeightLoadError
+from .errors import WeightLoadError, shorten
 
 GGUF_MAGIC = b"GGUF"
 GGUF_SUFFIX = ".gguf"
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
 
 # gguf.GGUFValueType ids of fixed-size values -> struct / numpy format (little-endian).
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -133,20 +142,28 @@ class _Parser:
         metadata = {}
         for _ in range(n_metadata):
             key = self.string()
+            if key in metadata:
+                self.fail(f"metadata key {shorten(key)} appears twice")
             metadata[key] = self.value(self.scalar("I"), key)
-        infos = []
+        infos, names = [], set()
         for _ in range(n_tensors):
             name = self.string()
+            if name in names:
+                self.fail(f"tensor {shorten(name)} appears twice in the tensor table")
+            names.add(name)
             n_dims = self.scalar("I")
-            if n_dims > 8:
-                self.fail(f"tensor {name!r} has {n_dims} dimensions: the file is corrupt")
+            if not 1 <= n_dims <= MAX_DIMS:
+                self.fail(f"tensor {shorten(name)} has {n_dims} dimensions (1 to {MAX_DIMS} are possible): "
+                          "the file is corrupt")
             dims = tuple(self.scalar("Q") for _ in range(n_dims))
             infos.append((name, dims, self.scalar("I"), self.scalar("Q")))
-        alignment = metadata.get("general.alignment", 32)
-        if not isinstance(alignment, int) or alignment <= 0:
-            self.fail(f"general.alignment is {alignment!r}: the file is corrupt")
-        data_start = -(-self.pos // alignment) * alignment
-        return GGUFFile(self.path, version, metadata, [self.tensor(data_start, *info) for info in infos])
+        alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
+            self.fail(f"general.alignment is {shorten(alignment)}: it must be a power of two")
+        data_start = _align(self.pos, alignment)
+        tensors = [self.tensor(data_start, *info) for info in infos]
+        self.check_layout(tensors, data_start, alignment)
+        return GGUFFile(self.path, version, metadata, tensors)
 
     def tensor(self, data_start: int, name: str, dims: tuple[int, ...], kind: int, offset: int) -> GGUFTensor:
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -154,15 +171,37 @@ class _Parser:
         try:
             block, block_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
         except (ValueError, KeyError):
-            self.fail(f"tensor {name!r} has unknown ggml type {kind}: the file is corrupt or too new")
-        elements = int(np.prod(dims, dtype=np.uint64)) if dims else 0
-        if not dims or elements % block:
-            self.fail(f"tensor {name!r} of shape {list(dims)} does not fit {block}-element blocks: corrupt file")
+            self.fail(f"tensor {shorten(name)} has unknown ggml type {kind}: the file is corrupt or too new")
+        if 0 in dims or max(dims) >= 1 << 63:  # ggml keeps dimensions in int64
+            self.fail(f"tensor {shorten(name)} has shape {list(dims[::-1])}: a dimension is 0 or past 2^63")
+        elements = math.prod(dims)  # Python ints: a product that would wrap in uint64 stays huge
+        if dims[0] % block:
+            self.fail(f"tensor {shorten(name)} of shape {list(dims[::-1])} does not fit {block}-element blocks: "
+                      "the file is corrupt")
         tensor = GGUFTensor(name, dims[::-1], kind, data_start + offset, elements // block * block_bytes)
         if tensor.offset + tensor.n_bytes > self.end:
-            self.fail(f"tensor {name!r} ends at byte {tensor.offset + tensor.n_bytes} but the file has {self.end} "
+            self.fail(f"tensor {shorten(name)} ends at byte {tensor.offset + tensor.n_bytes} but the file has {self.end} "
                       "bytes: the file is truncated")
         return tensor
+
+    def check_layout(self, tensors: list[GGUFTensor], data_start: int, alignment: int) -> None:
+        """Tensors follow each other in table order, each at the next multiple of ``alignment`` after
+        the previous one's bytes (as llama.cpp writes and checks them): no overlap, no gap, and the
+        file ends within the padding after the last one. A tensor whose type was relabelled to one
+        with other block sizes (Q4_1 bytes called Q4_0) breaks this chain."""
+        expected = data_start
+        for tensor in tensors:
+            if tensor.offset != expected:
+                relation = "overlaps the tensor before it" if tensor.offset < expected else "leaves a gap"
+                self.fail(f"tensor {shorten(tensor.name)} ({_type_name(tensor.ggml_type)}, shape {list(tensor.shape)}) "
+                          f"starts at byte {tensor.offset}, expected {expected}: it {relation} (tensors must follow "
+                          f"each other, aligned to {alignment} bytes); the file is corrupt or its tensor types are wrong")
+            expected = _align(tensor.offset + tensor.n_bytes, alignment)
+        end = tensors[-1].offset + tensors[-1].n_bytes if tensors else data_start
+        if self.end > _align(end, alignment):
+            last = f"after tensor {shorten(tensors[-1].name)} ({_type_name(tensors[-1].ggml_type)})" if tensors else ""
+            self.fail(f"{self.end - end} bytes follow the tensor data {last}: the file is corrupt or its tensor "
+                      "types are wrong")
 
     def scalar(self, code: str):
         size = struct.calcsize(code)
@@ -185,18 +224,30 @@ class _Parser:
         if kind == _STRING:
             return self.string()
         if kind != _ARRAY:
-            self.fail(f"metadata {key!r} has unknown value type {kind}: the file is corrupt")
+            self.fail(f"metadata {shorten(key)} has unknown value type {kind}: the file is corrupt")
         element, count = self.scalar("I"), self.scalar("Q")
+        if element == _ARRAY:
+            self.fail(f"metadata {shorten(key)} is an array of arrays: GGUF readers support none")
         if element in _SCALARS:  # fixed-size elements: one numpy read
             dtype = np.dtype("<" + _SCALARS[element])
-            self.bounded(count, dtype.itemsize, f"{key} array length")
+            self.bounded(count, dtype.itemsize, f"{shorten(key)} array length")
             values = np.frombuffer(self.data, dtype, count, self.pos)
             self.pos += count * dtype.itemsize
             return values.tolist()
-        self.bounded(count, 8 if element == _STRING else 12, f"{key} array length")
+        self.bounded(count, 8 if element == _STRING else 12, f"{shorten(key)} array length")
         return [self.value(element, key) for _ in range(count)]
 
     def bounded(self, count: int, unit: int, what: str) -> int:
         if count * unit > self.end - self.pos:
             self.fail(f"{what} {count} at byte {self.pos} runs past the end of the file: it is truncated or corrupt")
         return count
+
+
+def _align(offset: int, alignment: int) -> int:
+    return -(-offset // alignment) * alignment
+
+
+def _type_name(kind: int) -> str:
+    from gguf import GGMLQuantizationType
+
+    return GGMLQuantizationType(kind).name

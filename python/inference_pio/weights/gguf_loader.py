@@ -2,7 +2,7 @@
 
 GGUF names (llama.cpp's) map to transformers' (``blk.3.attn_q.weight`` ->
 ``model.layers.3.self_attn.q_proj.weight``); ``output.weight`` absent means the embedding is tied.
-Quantized tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) become ``QuantizedTensor`` (their bytes, never
+Quantized tensors (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) become ``QuantizedTensor`` (their bytes, never
 expanded); F32 / F16 / BF16 tensors become dense torch tensors in the requested dtype.
 
 Llama-architecture converters permute the rows of Q and K (``convert_hf_to_gguf.py``'s ``permute``:
@@ -22,7 +22,7 @@ from ..quant import SUPPORTED_QTYPES, QuantizedTensor
 from .errors import WeightLoadError
 from .fusion import EMBED_NAME, LM_HEAD_NAME, fuse_into, tie_embeddings
 from .gguf_file import GGUFTensor, open_gguf
-from .safetensors_loader import _check_expected
+from .safetensors_loader import _check_expected, _name_list
 
 _TOP_LEVEL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _PER_LAYER = {
@@ -77,7 +77,7 @@ def load_gguf_state(source, expected: dict[str, tuple[int, ...]] | None = None, 
     names = {t.name: hf_tensor_name(t.name) for t in gguf.tensors}
     unknown = sorted(name for name, hf in names.items() if hf is None)
     if unknown:
-        raise WeightLoadError(f"{where}: tensors with no place in a Llama-family model: {', '.join(unknown)}")
+        raise WeightLoadError(f"{where}: tensors with no place in a Llama-family model: {_name_list(unknown)}")
     if expected is not None:
         shapes = {names[t.name]: t.shape for t in gguf.tensors}
         if tie_word_embeddings and LM_HEAD_NAME not in shapes and EMBED_NAME in shapes:
@@ -88,7 +88,7 @@ def load_gguf_state(source, expected: dict[str, tuple[int, ...]] | None = None, 
     if unsupported:
         kinds = ", ".join([*_DENSE_TYPES.values(), *(_qtype_name(q) for q in SUPPORTED_QTYPES)])
         raise WeightLoadError(f"{where}: tensor types inference-pio cannot compute with: "
-                              f"{', '.join(unsupported)} (supported: {kinds})")
+                              f"{_name_list(unsupported)} (supported: {kinds})")
     state = {}
     for tensor in gguf.tensors:
         hf = names[tensor.name]

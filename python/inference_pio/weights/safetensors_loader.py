@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, Iterator, Mapping
 
 import torch
 from safetensors import safe_open
 
-from .errors import WeightLoadError
+from .errors import WeightLoadError, shorten
 from .fusion import EMBED_NAME, LM_HEAD_NAME, tie_embeddings
 from .safetensors_header import TensorEntry, read_header
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_FLOAT_PREFIXES = ("F", "BF")  # safetensors dtype names of floating-point tensors (F32, BF16, F8_E4M3...)
 
 _DTYPE_NAMES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -122,6 +123,7 @@ def load_state(
     tie_word_embeddings: bool = False,
     embed_name: str = EMBED_NAME,
     head_name: str = LM_HEAD_NAME,
+    floating: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Load a checkpoint's tensors into a dict, checking them against ``expected``.
 
@@ -134,9 +136,11 @@ def load_state(
             always errors.
         tie_word_embeddings: when the checkpoint has no ``head_name``, use
             ``embed_name`` for it (the same tensor object).
+        floating: every tensor read must be floating point (a model's weights): an integer
+            or bool one (a norm weight stored as I32) is refused by name.
 
     Raises ``WeightLoadError`` whose message names every missing, unexpected and
-    wrongly shaped tensor, before any tensor data is read.
+    wrongly shaped (or, with ``floating``, non-float) tensor, before any tensor data is read.
     """
     checkpoint = open_checkpoint(path)
     shapes = checkpoint.shapes()
@@ -147,6 +151,8 @@ def load_state(
     if expected is not None:
         _check_expected(checkpoint.path, shapes, expected, strict)
         names = [n for n in names if n in expected]
+    if floating:
+        _check_floating(checkpoint, names)
     state = dict(checkpoint.iter_tensors(names, dtype=dtype, device=device))
     if tie and (expected is None or head_name in expected):
         tie_embeddings(state, embed_name=embed_name, head_name=head_name)
@@ -165,18 +171,44 @@ def _check_expected(
         for name, shape in expected_shapes.items()
         if name in shapes and shapes[name] != shape
     ]
-    problems = [f"wrong shape: {', '.join(wrong)}"] if wrong else []
+    problems = [f"wrong shape: {_name_list(wrong)}"] if wrong else []
     if strict:
         missing = [name for name in expected_shapes if name not in shapes]
         unexpected = [name for name in shapes if name not in expected_shapes]
         if missing:
-            problems.insert(0, f"missing: {', '.join(missing)}")
+            problems.insert(0, f"missing: {_name_list(missing)}")
         if unexpected:
-            problems.append(f"unexpected: {', '.join(unexpected)}")
+            problems.append(f"unexpected: {_name_list(unexpected)}")
     if problems:
         raise WeightLoadError(
             f"{where}: checkpoint does not match the model; " + "; ".join(problems)
         )
+
+
+def _check_floating(checkpoint: SafetensorsCheckpoint, names: list[str]) -> None:
+    """A model's weights are floating point: an integer or bool tensor (a norm weight stored as I32)
+    would be used as stored and compute garbage, so it is refused by name before any data is read."""
+    wrong = [f"{name} ({checkpoint.tensors[name][1].dtype})" for name in names
+             if not checkpoint.tensors[name][1].dtype.startswith(_FLOAT_PREFIXES)]
+    if wrong:
+        raise WeightLoadError(f"{checkpoint.path}: tensors the model needs as floating point have another dtype: "
+                              f"{_name_list(wrong)}")
+
+
+def _name_list(names: list[str], limit: int = 20) -> str:
+    """At most ``limit`` names, then how many more: a message stays one readable line."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _shard_inside(folder: Path, index_path: Path, shard: str) -> Path:
+    """``folder / shard`` for a shard named by a relative path that stays in the folder (no absolute
+    path, no ``..``); symlinks are allowed, as in the Hugging Face cache."""
+    parts = PurePosixPath(shard.replace("\\", "/")).parts
+    if not parts or PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).drive or ".." in parts:
+        raise WeightLoadError(f"{index_path}: weight_map names shard {shorten(shard)}, outside the checkpoint "
+                              "folder: shards must be files in it")
+    return folder.joinpath(*parts)
 
 
 def _open_sharded(folder: Path, index_path: Path) -> SafetensorsCheckpoint:
@@ -191,22 +223,22 @@ def _open_sharded(folder: Path, index_path: Path) -> SafetensorsCheckpoint:
         raise WeightLoadError(
             f"{index_path}: needs a 'weight_map' object of tensor name -> shard file"
         )
-    shards = sorted(set(weight_map.values()))
-    missing = [shard for shard in shards if not (folder / shard).is_file()]
+    files = {shard: _shard_inside(folder, index_path, shard) for shard in sorted(set(weight_map.values()))}
+    missing = [shard for shard, file in files.items() if not file.is_file()]
     if missing:
         raise WeightLoadError(
-            f"{index_path}: shard(s) listed in weight_map are missing: {', '.join(missing)}"
+            f"{index_path}: shard(s) listed in weight_map are missing: {_name_list(missing)}"
         )
-    headers = {shard: read_header(folder / shard) for shard in shards}
+    headers = {shard: read_header(file) for shard, file in files.items()}
     absent = [
         f"{name} (in {shard})" for name, shard in weight_map.items() if name not in headers[shard]
     ]
     if absent:
         raise WeightLoadError(
             f"{index_path}: tensors listed in weight_map are absent from their shard: "
-            + ", ".join(absent)
+            + _name_list(absent)
         )
-    tensors = {name: (folder / shard, headers[shard][name]) for name, shard in weight_map.items()}
+    tensors = {name: (files[shard], headers[shard][name]) for name, shard in weight_map.items()}
     return SafetensorsCheckpoint(folder, tensors)
 
 
