@@ -24,22 +24,35 @@ class ModelLane:
             raise ValueError(f"max_threads must be >= 1, got {max_threads}")
         self.name = name
         self._loop = asyncio.new_event_loop()
+        self._closing = False
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix=f"pio-{name}")
         self._loop.set_default_executor(self._executor)
         # A daemon thread: a model stuck in its loop must not keep the process alive.
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"pio-lane-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"pio-lane-{name}", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        loop = self._loop
+        loop.run_forever()
+        # Stopped by close(): cancel what is still running, give it a moment to unwind, then close the loop.
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=1.0))
+        loop.close()
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Awaits ``coro`` run in the lane (from any other event loop)."""
-        if self._loop.is_closed() or not self._thread.is_alive():
+        if self._closing or not self._thread.is_alive():
             coro.close()
             raise RuntimeError(f"the lane of {self.name} is closed")
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def close(self) -> None:
         """Stops the lane's loop; its threads still busy finish on their own (nothing waits for them)."""
-        if self._thread.is_alive():
+        if not self._closing and self._thread.is_alive():
+            self._closing = True
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
