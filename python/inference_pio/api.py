@@ -30,12 +30,14 @@ class Usage:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """One request's output: ``finish_reason`` is "stop" (EOS / stop string / stop id) or "length"."""
+    """One request's output: ``finish_reason`` is "stop" (EOS / stop string / stop id) or "length";
+    ``logprobs``: one ``TokenLogprobs`` per token when ``generate`` was given ``logprobs=k``."""
 
     text: str
     token_ids: list[int]
     finish_reason: str
     usage: Usage
+    logprobs: list | None = None
 
 
 class Model:
@@ -122,14 +124,14 @@ class Model:
         """Generates for one prompt or a list (texts or token-id lists), batched together.
 
         ``sampling``: ``SamplingParams`` fields (temperature, top_k, top_p, min_p,
-        repetition_penalty, seed, max_tokens, stop, stop_token_ids, ignore_eos).
+        repetition_penalty, seed, max_tokens, stop, stop_token_ids, ignore_eos, logprobs).
         """
         if isinstance(prompts, str) or (len(prompts) and isinstance(prompts[0], int)):
             prompts = [prompts]
         ids = [self._ids(p) for p in prompts]
         seqs = self.engine.generate(ids, SamplingParams(**sampling))
         return [GenerationResult(s.output_text, list(s.output_token_ids), s.finish_reason,
-                                 Usage(s.num_prompt_tokens, s.num_output_tokens)) for s in seqs]
+                                 Usage(s.num_prompt_tokens, s.num_output_tokens), s.logprobs) for s in seqs]
 
     def stream(self, prompt: str | Sequence[int], **sampling: Any) -> Iterator[str]:
         """Yields text pieces of one request as they are generated."""

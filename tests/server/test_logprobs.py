@@ -20,7 +20,7 @@ def recomputed_log_probs(local_model, prompt: list[int], output: list[int]) -> t
 
 def test_chat_logprobs_are_the_models_log_softmax(client, local_model):
     prompt = local_model.apply_chat_template(MESSAGES)
-    [expected] = local_model.generate([prompt], max_tokens=8, temperature=0, ignore_eos=True)
+    [expected] = local_model.generate([prompt], max_tokens=8, temperature=0, ignore_eos=True, logprobs=TOP)
     out = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=0, logprobs=True,
                                          top_logprobs=TOP, extra_body={"ignore_eos": True})
     content = out.choices[0].logprobs.content
@@ -37,6 +37,10 @@ def test_chat_logprobs_are_the_models_log_softmax(client, local_model):
         # Greedy: the chosen token is the most likely one, and the list is sorted best first.
         assert entry.top_logprobs[0].token == entry.token
         assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        # The Python API reports the same numbers.
+        local = expected.logprobs[position]
+        assert (local.token_id, [t for t, _ in local.top]) == (token, best.indices.tolist())
+        assert local.logprob == pytest.approx(entry.logprob, abs=1e-5)
     # The sequence's log-probability is the sum over the returned tokens.
     total = sum(e.logprob for e in content)
     assert total == pytest.approx(reference.gather(1, torch.tensor(expected.token_ids)[:, None]).sum().item(), abs=1e-3)
