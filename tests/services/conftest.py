@@ -44,7 +44,7 @@ def service(manager):
     from inference_pio.services import LlamaService
 
     service = LlamaService(model_manager=manager, model_id=MODEL_ID, logger=logging.getLogger("test"),
-                           max_tokens=64, **LOAD)
+                           max_tokens=64, embedding_model="self", **LOAD)  # pooled: what the tests check
     yield service
     asyncio.run(service.aclose())
 

@@ -77,6 +77,7 @@ def test_schematic_generation_through_parlant_types(service):
     generator, result = asyncio.run(main())
     assert isinstance(generator, SchematicGenerator) and generator.schema is Verdict
     assert generator.id == MODEL_ID and generator.max_tokens == 1024
+    assert generator.__orig_class__.__args__ == (Verdict,)
     assert isinstance(result, SchematicGenerationResult) and isinstance(result.content, Verdict)
     assert isinstance(result.info, GenerationInfo) and result.info.usage.output_tokens > 0
     assert asyncio.run(generator.tokenizer.estimate_token_count("hello world")) > 0
@@ -89,7 +90,7 @@ def test_embedder_and_moderation(service):
 
     async def main():
         embedder = await adapter.get_embedder()
-        assert embedder is await adapter.get_embedder()
+        assert (await adapter.get_embedder())._embedder is embedder._embedder  # one shared embedder
         vectors = await embedder.embed(["hello", "world"])
         moderation = await adapter.get_moderation_service()
         check = await moderation.moderate_customer(CustomerModerationContext(session=None, message="hi there"))
@@ -100,3 +101,75 @@ def test_embedder_and_moderation(service):
     assert len(vectors.vectors) == 2 and len(vectors.vectors[0]) == embedder.dimensions
     assert isinstance(moderation, ModerationService) and isinstance(check, ModerationCheck)
     assert set(check.tags) <= {"jailbreak", "harassment", "hate", "illicit", "self-harm", "sexual", "violence"}
+
+
+@pytest.fixture(scope="module")
+def parlant_server_module(tmp_path_factory):
+    """parlant.bin.server (it makes its home folder when imported: point it at a temporary one)."""
+    import importlib
+    import os
+    import sys
+
+    if "parlant.bin.server" not in sys.modules:
+        os.environ.setdefault("PARLANT_HOME", str(tmp_path_factory.mktemp("parlant_home")))
+    return importlib.import_module("parlant.bin.server")
+
+
+PARLANT_SCHEMAS = ("MessageSchema", "GenericActionableGuidelineMatchesSchema", "GenericResponseAnalysisSchema",
+                   "GenericObservationalGuidelineMatchesSchema", "CannedResponseDraftSchema")
+
+
+def test_parlants_container_builds_and_keys_our_objects(service, parlant_server_module):
+    """What parlant's server does (bin/server.py): a generator per schema keyed by __orig_class__, and the
+    embedder built by the container from type(await nlp.get_embedder())."""
+    from lagom import Container
+    from parlant.core.nlp.embedding import EmbedderFactory
+
+    server = parlant_server_module
+    container = Container()
+    adapter = ParlantNLPService(service)
+    container[parlant_nlp.NLPService] = adapter
+
+    async def main():
+        schemas = [getattr(server, name) for name in PARLANT_SCHEMAS]
+        generators = {}
+        for schema in schemas:
+            generator = await adapter.get_schematic_generator(schema)
+            server._define_singleton_value(container, SchematicGenerator[schema], generator)  # raises on a clash
+            generators[schema] = generator
+        embedder_type = type(await adapter.get_embedder())
+        embedder = EmbedderFactory(container).create_embedder(embedder_type)
+        return schemas, generators, embedder, await embedder.embed(["hello"])
+
+    schemas, generators, embedder, vectors = asyncio.run(main())
+    for schema in schemas:
+        assert container[SchematicGenerator[schema]] is generators[schema]
+        assert generators[schema].schema is schema
+    assert isinstance(embedder, Embedder) and embedder.dimensions == len(vectors.vectors[0])
+
+
+def test_unsupported_parlant_versions_are_a_clear_error():
+    from inference_pio.integrations.parlant.version import check_parlant_version
+
+    assert check_parlant_version("3.2.0") == "3.2.0" and check_parlant_version("3.3.2") == "3.3.2"
+    for version in ("3.1.9", "3.4.0", "4.0.0", "2.9"):
+        with pytest.raises(ImportError, match=f"parlant {version} is installed.*3.2,<3.4"):
+            check_parlant_version(version)
+
+
+def test_parlant_schemas_complete_within_budgets_just_above_the_minimum(model, parlant_server_module):
+    """Parlant's own (large, nested) schemas on random weights at temperature 1: always parse and validate."""
+    from inference_pio.services.schemas import OutputSchema
+    from inference_pio.services.structured import GrammarBackend
+
+    backend = GrammarBackend.for_model(model)
+    prompt = model.tokenize("Answer as JSON")
+    for name in PARLANT_SCHEMAS:
+        schema = OutputSchema.of(getattr(parlant_server_module, name))
+        need = backend.min_tokens(schema)
+        for seed, slack in enumerate((0, 1, 3, 12)):
+            processor = backend.processor(schema, max_tokens=need + slack)
+            [result] = model.generate(prompt, max_tokens=need + slack, temperature=1.0, seed=seed,
+                                      logits_processors=(processor,))
+            assert result.finish_reason == "stop" and len(result.token_ids) <= need + slack, (name, result.text)
+            schema.parse(result.text)

@@ -171,3 +171,36 @@ def test_byte_fallback_vocabulary_llama2_style(tmp_path):
         checked += 1
     assert checked > 150
     assert tokenizer.token_to_id("<0x0A>") in info.special_token_ids  # a raw newline never enters compact JSON
+
+
+def test_a_budget_below_the_shortest_answer_is_refused_before_generating(backend):
+    from inference_pio.services.structured import BudgetTooSmallError
+
+    schema = OutputSchema.of(SCHEMAS["nested_pydantic"])
+    need = backend.min_tokens(schema)
+    backend.processor(schema, max_tokens=need)  # exactly the minimum is fine
+    with pytest.raises(BudgetTooSmallError, match=f"takes {need} tokens.*budget is {need - 1}"):
+        backend.processor(schema, max_tokens=need - 1)
+
+
+@pytest.mark.parametrize("name", ["nested_pydantic", "array_of_objects", "deep_nesting", "free_dict"])
+def test_every_budget_from_the_minimum_up_completes(model, backend, name):
+    """The budget is part of the grammar state: at each budget just above the minimum, sampled output
+    (temperature 1, so the model keeps opening values) still closes in time."""
+    schema = OutputSchema.of(SCHEMAS[name])
+    need = backend.min_tokens(schema)
+    prompt = model.tokenize("JSON")
+    for slack in range(0, 10):
+        processor = backend.processor(schema, max_tokens=need + slack)
+        [result] = model.generate(prompt, max_tokens=need + slack, temperature=1.0, seed=slack,
+                                  logits_processors=(processor,))
+        assert result.finish_reason == "stop" and len(result.token_ids) <= need + slack, result.text
+        schema.parse(result.text)
+
+
+def test_the_closing_path_takes_whole_keys(model, backend):
+    """Closing spells a required key with the longest allowed tokens, not one character per token."""
+    long_keys = {"type": "object", "additionalProperties": False, "required": ["international_organization"],
+                 "properties": {"international_organization": {"type": "string"}}}
+    text = '{"international_organization":""}'
+    assert backend.min_tokens(long_keys) < len(text)  # fewer tokens than characters

@@ -22,16 +22,20 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import torch
+
 from ..engine.sampler import SamplingParams
 from ..models.types import ModelInfo, ModelType
 from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
                         SchematicGenerationResult, SchematicGenerator, ServiceError, StreamingTextGenerator,
                         TextStream, UsageInfo)
-from .moderation import DEFAULT_CATEGORIES, ModelModeration
+from .context import default_load_options
+from .embedding_choice import choose_embedding_model
+from .interface import ModerationService
+from .moderation import CalibratedModeration, DEFAULT_CATEGORIES, NoModeration, moderation_enabled
 from .schemas import OutputSchema
-from .structured import GrammarBackend
+from .structured import BudgetTooSmallError, GrammarBackend
 
-DEFAULT_MAX_TOKENS = 512
 _SAMPLING_HINTS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty")
 
 
@@ -54,21 +58,33 @@ def lookup_model(model_manager, model_id: str) -> ModelInfo:
 class LocalModelService(NLPService):
     """One catalogued model behind the NLP service interface.
 
-    ``load_options`` go to ``inference_pio.load`` (``dtype``, ``max_seq_len``, ``max_batch_size``, ...).
-    ``max_tokens``: default output budget of a schematic generation (a ``max_tokens`` hint overrides it).
+    ``load_options`` go to ``inference_pio.load`` (``dtype``, ``max_seq_len``, ``max_batch_size``, ...); without
+    ``max_seq_len`` the context is the model's own limit, bounded by memory (``context.py``).
+    ``max_tokens``: default output budget of a generation (a ``max_tokens`` hint overrides it); None: what the
+    context has left after the prompt.
+    ``embedding_model``: what ``get_embedder`` embeds with: ``"auto"`` (a sentence encoder: the catalogue's
+    embedding-only model, else the installed all-MiniLM-L6-v2 package; else this model's pooled hidden
+    states), ``"self"`` (this model), or a catalogued model id. ``info``: the model, when it is not catalogued.
     """
 
     family: ModelType | None = None  # set by the named subclasses: the family they accept
 
     def __init__(self, model_manager, model_id: str, logger: logging.Logger | None = None, *,
-                 max_tokens: int = DEFAULT_MAX_TOKENS, moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
+                 max_tokens: int | None = None, moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
+                 embedding_model: str = "auto", moderation: bool | None = None, info: ModelInfo | None = None,
                  **load_options: Any):
-        self.info = lookup_model(model_manager, model_id)
+        self.info = info if info is not None else lookup_model(model_manager, model_id)
         if self.family is not None and ModelType(self.info.family) != self.family:
             raise ValueError(f"{type(self).__name__} serves {self.family.value} models; {model_id!r} is a "
                              f"{ModelType(self.info.family).value} model")
         self.logger = logger or logging.getLogger(__name__)
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
         self.max_tokens = max_tokens
+        self.model_manager = model_manager
+        self.embedding_model = embedding_model
+        self._embedding_service: LocalModelService | None = None
+        self.moderation = moderation
         self.moderation_categories = tuple(moderation_categories)
         self.load_options = load_options
         self._model = None
@@ -94,10 +110,16 @@ class LocalModelService(NLPService):
 
             self.logger.info("loading %s from %s", self.model_id, self.info.path)
             started = time.perf_counter()
-            self._model = inference_pio.load(self.info.path, **self.load_options)
+            options = self.load_options
+            if "generation" in self.info.capabilities:
+                options = default_load_options(self.info.path, options)
+            self._model = inference_pio.load(self.info.path, **options)
             self.logger.info("loaded %s in %.1f s", self.model_id, time.perf_counter() - started)
 
     async def aclose(self) -> None:
+        embedding, self._embedding_service = self._embedding_service, None
+        if embedding is not None and embedding is not self:
+            await embedding.aclose()
         model, self._model = self._model, None
         if model is not None:
             await asyncio.to_thread(model.close)
@@ -117,10 +139,52 @@ class LocalModelService(NLPService):
         return LocalSchematicGenerator(self, model, backend, output, schema)
 
     async def get_embedder(self, hints: Mapping[str, Any] | None = None) -> "LocalEmbedder":
-        return LocalEmbedder(self, await self.model())
+        service = await self.embedding_service()
+        return LocalEmbedder(service, await service.model())
 
-    async def get_moderation_service(self) -> ModelModeration:
-        return ModelModeration(self, self.moderation_categories)
+    async def embedding_service(self) -> "LocalModelService":
+        """The service whose model embeds for this one (``embedding_model``, chosen on first call)."""
+        if self._embedding_service is None:
+            choice = choose_embedding_model(self.model_manager, self.info, self.embedding_model)
+            if choice.id == self.info.id:
+                self._embedding_service = self
+            else:
+                self._embedding_service = LocalModelService(self.model_manager, choice.id, self.logger, info=choice)
+                self.logger.info("%s embeds with %s", self.model_id, choice.id)
+        return self._embedding_service
+
+    async def get_moderation_service(self) -> ModerationService:
+        """Model moderation when ``moderation`` is True, or None and the model can judge (``moderation.py``)."""
+        if not moderation_enabled(self.moderation, self.info.parameter_count):
+            return NoModeration()
+        return CalibratedModeration(self.label_probabilities, self.moderation_categories)
+
+    async def label_probabilities(self, prompt: str, labels: Sequence[str]) -> list[float]:
+        """The softmax of the model's next-token logits (after the chat template over ``prompt``) over ``labels``,
+        each of which must be one token."""
+        model = await self.model()
+        if getattr(model.plugin, "engine", None) is None:
+            raise ServiceError(f"{self.model_id} is an embedding model: it cannot classify")
+        token_ids = []
+        for label in labels:
+            encoded = model.plugin.tokenizer.encode(label, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise ValueError(f"label {label!r} is {len(encoded)} tokens for {self.model_id}; labels must be one token")
+            token_ids.append(encoded[0])
+        ids = _chat_prompt_ids(model, [{"role": "user", "content": prompt}])
+        _budget(model, self.model_id, len(ids), 1)
+        captured: list[float] = []
+
+        def capture(output_ids: list[int], logits) -> None:
+            if not captured:
+                captured.extend(torch.softmax(logits[token_ids].double(), 0).tolist())
+            logits.fill_(float("-inf"))
+            logits[token_ids[0]] = 0.0
+
+        async for _ in model.async_engine().generate(ids, SamplingParams(temperature=0.0, max_tokens=1,
+                                                                         logits_processors=(capture,))):
+            pass
+        return captured
 
     async def get_tokenizer(self) -> "LocalTokenizer":
         return LocalTokenizer(await self.model())
@@ -153,7 +217,7 @@ def _budget(model, model_id: str, prompt_len: int, wanted: int) -> int:
     if room < 1:
         raise ValueError(f"the prompt takes {prompt_len} tokens and {model_id} holds {model.max_model_len}: "
                          "no room to answer")
-    return min(int(wanted), room)
+    return room if wanted is None else min(int(wanted), room)
 
 
 class LocalTokenizer(EstimatingTokenizer):
@@ -204,11 +268,11 @@ class LocalSchematicGenerator(SchematicGenerator):
         model = self._model
         ids = self._prompt_ids(prompt)
         budget = _budget(model, self.id, len(ids), hints.get("max_tokens", self.service.max_tokens))
-        if self._backend.min_tokens(self._output) > budget:
-            raise ValueError(f"{self.id}: the shortest {self._output.name} answer takes more than {budget} tokens "
-                             "(the output budget: max_tokens, or what the context has left); "
-                             "raise max_tokens or shorten the prompt")
-        processor = self._backend.processor(self._output, max_tokens=budget)
+        try:
+            processor = self._backend.processor(self._output, max_tokens=budget)
+        except BudgetTooSmallError as e:
+            raise BudgetTooSmallError(f"{self.id}: {e} (the output budget: max_tokens, or what the context has "
+                                      "left after the prompt); raise max_tokens or shorten the prompt") from None
         params = _sampling(hints, budget, logits_processors=(processor,))
         output_ids: list[int] = []
         async for out in model.async_engine().generate(ids, params):

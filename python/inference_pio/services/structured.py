@@ -7,10 +7,15 @@ the grammar never emits a token that detokenizing would drop) and caches compile
 an ``inference_pio.engine.SamplingParams`` logits processor that masks every token the grammar forbids
 and, once the JSON is complete, allows only the stop tokens, so the engine ends the request there.
 
-A token budget (``max_tokens``) makes the output complete within it: when the shortest way to finish the
-JSON from the current state (estimated by playing the preferred closing tokens on a forked matcher)
-no longer fits comfortably in the tokens left, the processor forces those closing tokens. Without it a
-random-weight model writes strings that never close.
+A token budget (``max_tokens``) is part of the grammar state, so the output always completes within it.
+The closing distance of a state is the number of tokens the closing path (at each step the stop token,
+else the first allowed closing piece, else the longest allowed token: whole keys and enum values at once)
+takes to finish the JSON; ``GrammarBackend.min_tokens`` is that distance from the start, and a smaller
+budget is refused before generating. Near the end of the budget (the caution zone) the processor allows
+only tokens verified to keep the distance within the tokens left: the closing path's next token (always
+fits) and those of the model's ``_VERIFY`` likeliest tokens that fit after a trial step on a forked matcher.
+Far from the end nothing is masked for the budget: one token can raise the distance by at most what
+opening one nested value costs, which the caution zone's width (``_caution``) covers.
 """
 
 from __future__ import annotations
@@ -26,14 +31,20 @@ import torch
 
 from .schemas import OutputSchema, SchemaError
 
-# Tokens that close or shorten the JSON fastest, most preferred first (the stop token beats them all).
-# The quote leads: inside a string "}" is just a character, and outside one a quote opens at most "".
-# The comma beats digits: inside a number a digit only lengthens it.
-_CLOSING_PIECES = ('"', "}", "]", ",", "0", "false", "null", ":", "{", "[", "a")
-# Check the closing distance every this many tokens while far from the budget's end.
+# Tokens that close or shorten the JSON fastest, most preferred first (the stop token beats them all);
+# when none is allowed the longest allowed token is taken. The quote leads: inside a string "}" is just a
+# character, and outside one a quote opens at most "". The comma beats digits: a digit only lengthens a number.
+_CLOSING_PIECES = ('"', "}", "]", ",", "0", "false", "null", ":", "{", "[")
+# Check the closing distance at least this often (tokens) while far from the caution zone.
 _CHECK_EVERY = 8
-# Keep this many tokens in reserve beyond the estimated closing distance.
-_SLACK = 4
+# In the caution zone, trial-step the model's this many likeliest allowed tokens.
+_VERIFY = 6
+
+
+def _caution(min_tokens: int) -> int:
+    """Width of the caution zone beyond the closing distance: room for the largest jump in distance one token
+    can cause (opening a nested value with required parts), which is at most about a minimal document."""
+    return max(48, 2 * min_tokens)
 
 
 def _xgrammar():
@@ -119,9 +130,14 @@ class GrammarBackend:
         self._compiler = xgr.GrammarCompiler(self.info, cache_enabled=False)  # our own LRU below
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
-        self._min_tokens: dict[tuple[str, int], int] = {}
+        self._min_tokens: dict[str, tuple[int, int]] = {}  # schema key -> (distance, limit it ran to)
         self._lock = threading.Lock()
         self.closing_token_ids = self._closing_token_ids(tokenizer)
+        # Byte length of each token, to take the longest allowed one on the closing path (ties: lowest id).
+        lengths = np.zeros(((vocab_size + 31) // 32) * 32, dtype=np.int32)
+        for i, piece in enumerate(self.info.decoded_vocab[:vocab_size]):
+            lengths[i] = len(piece)
+        self.token_lengths = lengths
         self._utf8_tables()
 
     def _utf8_tables(self) -> None:
@@ -213,37 +229,48 @@ class GrammarBackend:
         return compiled
 
     def processor(self, schema: Any, max_tokens: int | None = None) -> "GrammarLogitsProcessor":
-        """A fresh processor (one per request: it holds the matcher state)."""
-        return GrammarLogitsProcessor(self.compile(schema), self, max_tokens)
+        """A fresh processor (one per request: it holds the matcher state). ``BudgetTooSmallError`` when
+        ``max_tokens`` cannot hold the shortest answer."""
+        compiled = self.compile(schema)
+        if max_tokens is None:
+            return GrammarLogitsProcessor(compiled, self)
+        need = self.min_tokens(schema, limit=max(max_tokens + 1, 1))
+        if need > max_tokens:
+            raise BudgetTooSmallError(f"the shortest {OutputSchema.of(schema).name} answer takes {need} tokens "
+                                      f"(end of sequence included) and the budget is {max_tokens}")
+        return GrammarLogitsProcessor(compiled, self, max_tokens, caution=_caution(need))
 
     def min_tokens(self, schema: Any, limit: int = 4096) -> int:
         """Tokens (EOS included) of the shortest output the closing path finds for ``schema`` (``limit`` if
         more): a budget below it cannot hold a valid answer. Deterministic, so cached per schema."""
-        key = (OutputSchema.of(schema).key, limit)
-        if key not in self._min_tokens:
-            self._min_tokens[key] = self.processor(schema)._closing_distance(limit)
-        return self._min_tokens[key]
+        key = OutputSchema.of(schema).key
+        known = self._min_tokens.get(key)
+        if known is None or (known[0] >= known[1] and known[1] < limit):  # unknown, or only "at least" a smaller limit
+            distance = GrammarLogitsProcessor(self.compile(schema), self)._closing_distance(limit)
+            known = self._min_tokens[key] = (distance, limit)
+        return min(known[0], limit)
 
 
 class GrammarLogitsProcessor:
-    """``f(output_token_ids, logits[vocab] float32)``: masks what the grammar forbids, in place.
+    """``f(output_token_ids, logits[vocab] float32)``: masks what the grammar (and the budget) forbids, in place.
 
     Called by the engine before each sampled token with the request's output so far; it first feeds
     the tokens sampled since the last call to the matcher. Never raises on the engine thread: a token
     the grammar rejects (only possible if something else edited the logits) ends the request.
     """
 
-    def __init__(self, compiled, backend: GrammarBackend, max_tokens: int | None = None):
+    def __init__(self, compiled, backend: GrammarBackend, max_tokens: int | None = None, caution: int = 48):
         xgr = _xgrammar()
         self._xgr = xgr
         self.backend = backend
         self.matcher = xgr.GrammarMatcher(compiled)
         self.max_tokens = max_tokens
+        self._caution = caution
         self._bitmask = xgr.allocate_token_bitmask(1, backend.vocab_size)
         self._bits = self._bitmask.numpy()[0].view(np.uint32)
+        self._scratch = xgr.allocate_token_bitmask(1, backend.vocab_size)  # for walks on forked matchers
         self._fed = 0
         self._lead: int | None = None  # the output's last byte when it is a restricted UTF-8 lead byte
-        self._closing = False
         self._check_at = max_tokens or 0
         self.rejected_token: int | None = None
 
@@ -259,48 +286,75 @@ class GrammarLogitsProcessor:
         self.matcher.fill_next_token_bitmask(self._bitmask)
         self.backend.mask_after(self._bits, self._lead)
         if self.max_tokens is not None:
-            forced = self._closing_token(self.max_tokens - len(output_token_ids))
-            if forced is not None:
-                return self._force(logits, forced)
+            self._keep_within(self.max_tokens - len(output_token_ids), logits)
         self._xgr.apply_token_bitmask_inplace(logits.view(1, -1), self._bitmask.to(logits.device, non_blocking=True),
                                               vocab_size=self.backend.vocab_size)
 
     # ----- finishing within the budget -----
 
-    def _closing_token(self, remaining: int) -> int | None:
-        """The token to force now, or None to let the model choose among the allowed ones."""
-        if not self._closing and remaining <= self._check_at:
-            distance = self._closing_distance(remaining)
-            self._closing = distance + _SLACK >= remaining
-            # Far from the danger zone, look again halfway there (at least _CHECK_EVERY tokens on); inside
-            # it, every token: the distance may jump when the model opens an object with required keys.
-            # The check walks the whole closing path, so checking rarely when far keeps its cost linear.
-            danger = 4 * (distance + _SLACK) + 32
-            self._check_at = remaining - (max(_CHECK_EVERY, (remaining - danger) // 2) if remaining > danger else 1)
-        return self._closing_choice(self._bits) if self._closing else None
+    def _keep_within(self, remaining: int, logits: torch.Tensor) -> None:
+        """Narrows the allowed tokens (``self._bits``) to those whose closing distance fits ``remaining - 1``."""
+        if remaining > self._check_at:
+            return
+        distance = self._closing_distance(remaining)
+        slack = remaining - distance
+        if slack > self._caution:  # far: look again halfway to the caution zone (never later than _CHECK_EVERY on)
+            self._check_at = remaining - min(_CHECK_EVERY, max(1, (slack - self._caution) // 2))
+            return
+        self._check_at = remaining  # inside the zone: every token
+        keep = set()
+        closing = self._closing_choice(self._bits)
+        if closing is not None:
+            keep.add(closing)  # the closing path's next token: its distance is distance - 1 <= remaining - 1
+        if slack > 1:
+            for token in self._likeliest_allowed(logits, _VERIFY):
+                if token not in keep and self._fits_after(token, remaining - 1):
+                    keep.add(token)
+        self._bits[:] = 0
+        for token in keep:
+            self._bits[token >> 5] |= np.uint32(1) << np.uint32(token & 31)
+
+    def _likeliest_allowed(self, logits: torch.Tensor, k: int) -> list[int]:
+        allowed = np.flatnonzero(np.unpackbits(self._bits.view(np.uint8), bitorder="little")[:self.backend.vocab_size])
+        if allowed.size <= k:
+            return allowed.tolist()
+        scores = logits.detach().float().cpu().numpy()[allowed]
+        return allowed[np.argpartition(-scores, k)[:k]].tolist()
+
+    def _fits_after(self, token: int, left: int) -> bool:
+        """Does the closing distance after ``token`` fit in ``left`` tokens?"""
+        if token in self.backend.stop_token_ids:
+            return True
+        matcher = self.matcher.fork()
+        if not matcher.accept_token(token):
+            return False
+        return self._walk(matcher, self.backend.lead_at_end.get(token), left + 1) <= left
 
     def _closing_choice(self, bits: np.ndarray) -> int | None:
-        """Stop if allowed, else the first allowed closing piece, else the lowest allowed id (None: nothing)."""
+        """Stop if allowed, else the first allowed closing piece, else the longest allowed token (None: nothing)."""
         for token in self.backend.stop_token_ids:
             if bits[token >> 5] >> np.uint32(token & 31) & 1:
                 return token
         for token in self.backend.closing_token_ids:
             if bits[token >> 5] >> np.uint32(token & 31) & 1:
                 return token
-        allowed = np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little")[:self.backend.vocab_size])
-        return int(allowed[0]) if allowed.size else None
+        allowed = np.unpackbits(bits.view(np.uint8), bitorder="little")[:self.backend.vocab_size]
+        if not allowed.any():
+            return None
+        return int(np.argmax(np.where(allowed, self.backend.token_lengths[:self.backend.vocab_size], -1)))
 
     def _closing_distance(self, limit: int) -> int:
-        """Tokens (stop included) that forcing closing choices takes to finish the JSON; ``limit`` if more.
+        """Tokens (stop included) that the closing path takes to finish the JSON from here; ``limit`` if more.
 
-        The forced path from a matcher state is deterministic, so once closing starts the output follows
-        exactly the path measured here.
-        """
-        matcher = self.matcher.fork()
-        bitmask = self._xgr.allocate_token_bitmask(1, self.backend.vocab_size)
+        The path from a matcher state is deterministic, so a budget that holds it holds a valid answer."""
+        return self._walk(self.matcher.fork(), self._lead, limit)
+
+    def _walk(self, matcher, lead: int | None, limit: int) -> int:
+        bitmask = self._scratch
         bits = bitmask.numpy()[0].view(np.uint32)
-        lead = self._lead
         for steps in range(1, limit + 1):
+            if matcher.is_terminated():
+                return steps
             matcher.fill_next_token_bitmask(bitmask)
             self.backend.mask_after(bits, lead)
             token = self._closing_choice(bits)
@@ -317,4 +371,8 @@ class GrammarLogitsProcessor:
         logits[token] = 0.0
 
 
-__all__ = ["GrammarBackend", "GrammarLogitsProcessor", "tokenizer_info"]
+class BudgetTooSmallError(ValueError):
+    """The output budget cannot hold the shortest valid answer of the schema."""
+
+
+__all__ = ["BudgetTooSmallError", "GrammarBackend", "GrammarLogitsProcessor", "tokenizer_info"]

@@ -1,27 +1,15 @@
-"""Our NLP services as a Parlant ``NLPService`` (``parlant.core.nlp``), so a Parlant agent runs on our engine.
+"""Parlant's NLP object types over ours: tokenizer, schematic / streaming generators, embedder, moderation.
 
-::
-
-    import parlant.sdk as p
-    from inference_pio.integrations.parlant import ParlantNLPService
-    from inference_pio.services import NLPServiceFactory
-
-    factory = NLPServiceFactory(logger)
-    await factory.initialize()
-    service = await factory.create_default_service()          # or a LlamaService, a ModelSwitcher, ...
-    async with p.Server(nlp_service=lambda container: ParlantNLPService(service)) as server:
-        ...
-
-Written against parlant 3.3 (``supports_streaming`` / ``get_streaming_text_generator`` since 3.2,
-``moderate_customer(context)`` since 3.1); the older ``moderate(content)`` is answered too. Streaming
-text generation is offered when the wrapped service streams (local models do; the remote service and
-the switcher do not, and say so through ``supports_streaming``).
+Each is built the way parlant's server keys it in its dependency container (lagom): a schematic generator
+is instantiated as ``ParlantSchematicGeneratorAdapter[Schema](...)`` so its ``__orig_class__`` (the key)
+differs per schema, and the embedder class is constructible by the container itself (its one argument is
+the container's ``NLPService``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from parlant.core.nlp.embedding import Embedder as ParlantEmbedder, EmbeddingResult as ParlantEmbeddingResult
 from parlant.core.nlp.generation import (SchematicGenerationResult as ParlantGenerationResult,
@@ -34,7 +22,9 @@ from parlant.core.nlp.moderation import ModerationService as ParlantModerationSe
 from parlant.core.nlp.service import NLPService as ParlantService
 from parlant.core.nlp.tokenization import EstimatingTokenizer as ParlantTokenizer
 
-from ..services.interface import EstimatingTokenizer, GenerationInfo, NLPService, SchematicGenerationResult
+from ...services.interface import EstimatingTokenizer, GenerationInfo, SchematicGenerationResult
+
+T = TypeVar("T")
 
 
 def _prompt_text(prompt: Any) -> str:
@@ -62,8 +52,10 @@ def _to_parlant(result: SchematicGenerationResult) -> ParlantGenerationResult:
     return ParlantGenerationResult(content=result.content, info=_info_to_parlant(result.info))
 
 
-class ParlantSchematicGeneratorAdapter(ParlantSchematicGenerator):
-    def __init__(self, generator, schema: type):
+class ParlantSchematicGeneratorAdapter(ParlantSchematicGenerator[T], Generic[T]):
+    """Build with :func:`schematic_generator`: parlant keys each generator by its ``__orig_class__``."""
+
+    def __init__(self, generator, schema: Any):
         self._generator = generator
         self.__dict__["schema"] = schema  # Parlant's `schema` is a cached_property read from __orig_class__
 
@@ -107,7 +99,15 @@ class ParlantStreamingAdapter(ParlantStreamingGenerator):
 
 
 class ParlantEmbedderAdapter(ParlantEmbedder):
-    def __init__(self, embedder):
+    """Parlant's server resolves the embedder as ``container[type(await nlp.get_embedder())]`` and lagom builds
+    that class from its constructor's annotations: the one argument, parlant's ``NLPService``, is the
+    container's service, our ``ParlantNLPService``, whose shared embedder every instance wraps."""
+
+    def __init__(self, nlp_service: ParlantService):
+        embedder = getattr(nlp_service, "shared_embedder", None)
+        if embedder is None:
+            raise TypeError(f"ParlantEmbedderAdapter wraps the embedder of a ParlantNLPService that has made one "
+                            f"(await get_embedder() first), got {type(nlp_service).__name__}")
         self._embedder = embedder
 
     async def embed(self, texts: list[str], hints: Mapping[str, Any] = {}) -> ParlantEmbeddingResult:
@@ -143,35 +143,10 @@ class ParlantModerationAdapter(ParlantModerationService):
         return ParlantModerationCheck(flagged=check.flagged, tags=list(check.tags))
 
 
-class ParlantNLPService(ParlantService):
-    """Wraps any :class:`inference_pio.services.NLPService` (local, remote, switcher) for Parlant.
-
-    Embedders are created once and shared: Parlant embeds constantly, and a shared embedder keeps one
-    vector space (and, behind a switcher, one pinned model).
-    """
-
-    def __init__(self, service: NLPService):
-        self.service = service
-        self._embedder: ParlantEmbedderAdapter | None = None
-
-    @property
-    def supports_streaming(self) -> bool:
-        return self.service.supports_streaming
-
-    async def get_streaming_text_generator(self, hints: Mapping[str, Any] = {}) -> ParlantStreamingAdapter:
-        """NotImplementedError when the service does not stream (Parlant checks supports_streaming first)."""
-        return ParlantStreamingAdapter(await self.service.get_streaming_text_generator(dict(hints)))
-
-    async def get_schematic_generator(self, t: type, hints: Mapping[str, Any] = {}) -> ParlantSchematicGeneratorAdapter:
-        return ParlantSchematicGeneratorAdapter(await self.service.get_schematic_generator(t, dict(hints)), t)
-
-    async def get_embedder(self, hints: Mapping[str, Any] = {}) -> ParlantEmbedderAdapter:
-        if self._embedder is None:
-            self._embedder = ParlantEmbedderAdapter(await self.service.get_embedder(dict(hints)))
-        return self._embedder
-
-    async def get_moderation_service(self) -> ParlantModerationAdapter:
-        return ParlantModerationAdapter(await self.service.get_moderation_service())
-
-
-__all__ = ["ParlantNLPService"]
+def schematic_generator(generator, schema: Any) -> ParlantSchematicGeneratorAdapter:
+    """``ParlantSchematicGeneratorAdapter[schema]`` around ``generator``: a distinct ``__orig_class__`` per schema
+    (parlant registers each generator in its container under it); a schema that is no type (a JSON-schema
+    dict) cannot parametrize a generic and gets the plain class."""
+    if isinstance(schema, type):
+        return ParlantSchematicGeneratorAdapter[schema](generator, schema)  # type: ignore[valid-type]
+    return ParlantSchematicGeneratorAdapter(generator, schema)
