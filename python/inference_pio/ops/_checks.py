@@ -99,3 +99,80 @@ def check_scale(scale: object, head_dim: int) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"scale must be a positive float or None, got {scale!r}")
     return float(scale)
+
+
+def check_no_aliasing(written: dict[str, torch.Tensor | None], read: dict[str, torch.Tensor | None]) -> None:
+    """Arguments an op writes in place must not overlap themselves (stride-0 or overlapping rows), each
+    other, or an argument it reads: backends write element by element in parallel, so an aliased
+    output would get a result that depends on the order of writes (the reference would raise).
+    Raises ValueError naming the arguments. ``None`` entries are skipped."""
+    # Called on every op call: the common case (contiguous outputs, separate storages) stays cheap.
+    outputs = [(n, t, t.untyped_storage().data_ptr()) for n, t in written.items() if t is not None]
+    for name, t, _ in outputs:
+        if not t.is_contiguous() and _overlaps_itself(t):
+            raise ValueError(f"{name} has overlapping elements (shape {list(t.shape)}, strides {t.stride()}): an "
+                             "argument written in place must not alias itself")
+    others = outputs + [(n, t, t.untyped_storage().data_ptr()) for n, t in read.items() if t is not None]
+    for i, (name, t, storage) in enumerate(outputs):
+        for other_name, other, other_storage in others[i + 1:]:
+            if storage == other_storage and t.device == other.device and _overlap_in_storage(t, other):
+                raise ValueError(f"{name} and {other_name} share memory: an argument written in place must not "
+                                 f"alias another argument")
+
+
+def same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a`` and ``b`` are the same elements in the same layout (the same tensor, or two equal views)."""
+    return (a.device == b.device and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)
+
+
+def _overlaps_itself(t: torch.Tensor) -> bool:
+    """True when two indices of ``t`` reach one element. Exact for layouts where each dimension's
+    stride covers the dimensions inside it (every layout the ops accept), conservative otherwise."""
+    extent = 1
+    for stride, size in sorted((abs(st), n) for n, st in zip(t.shape, t.stride()) if n > 1):
+        if stride < extent:
+            return True
+        extent += stride * (size - 1)
+    return False
+
+
+def _rows(t: torch.Tensor) -> tuple[int, int, int, int]:
+    """``t``'s bytes as ``(start, row_stride, rows, width)``: rows of ``width`` contiguous bytes; a
+    layout that is not rows of one contiguous run is treated as one row spanning all its bytes."""
+    item, shape, strides = t.element_size(), tuple(t.shape), t.stride()
+    start = t.storage_offset() * item
+    inner, width = len(shape), 1  # width in elements while walking the contiguous innermost dims
+    while inner > 0 and (shape[inner - 1] == 1 or strides[inner - 1] == width):
+        inner -= 1
+        width *= shape[inner]
+    lead = [(n, st) for n, st in zip(shape[:inner], strides[:inner]) if n > 1]
+    if not lead:
+        return start, 0, 1, width * item
+    if len(lead) == 1 and lead[0][1] > 0:
+        return start, lead[0][1] * item, lead[0][0], width * item
+    span = (sum((n - 1) * abs(st) for n, st in zip(shape, strides)) + 1) * item
+    low = start - sum((n - 1) * -st for n, st in zip(shape, strides) if st < 0) * item
+    return low, 0, 1, span
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when ``a`` and ``b`` share an element (exact for row layouts, conservative otherwise)."""
+    if a.device != b.device or a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    return _overlap_in_storage(a, b)
+
+
+def _overlap_in_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``_overlap`` for two views of one storage."""
+    if a.numel() == 0 or b.numel() == 0:
+        return False
+    a0, sa, ra, wa = _rows(a)
+    b0, sb, rb, wb = _rows(b)
+    if sa == sb and sa > 0:  # the same row pitch: rows i of a and j of b meet when some j - i works
+        d = b0 - a0  # row j of b starts d + (j - i) * s after row i of a; they meet when -wb < that < wa
+        low, high = (-wb - d) // sa + 1, -(-(wa - d) // sa) - 1
+        return max(low, -(ra - 1)) <= min(high, rb - 1)
+    a_end = a0 + (ra - 1) * sa + wa
+    b_end = b0 + (rb - 1) * sb + wb
+    return a0 < b_end and b0 < a_end

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._checks import FLOAT_DTYPES, INDEX_DTYPES, check_same_device, check_same_dtype, check_shape, check_tensor
+from ._checks import (FLOAT_DTYPES, INDEX_DTYPES, check_no_aliasing, check_same_device, check_same_dtype, check_shape,
+                      check_tensor, same_view)
 from ._tensor import view
 from .. import _native
 
@@ -68,7 +69,8 @@ def reshape_and_cache(
 ) -> None:
     """Writes ``key``/``value [num_tokens, num_kv_heads, head_dim]`` into ``key_cache``/``value_cache
     [num_blocks, block_size, num_kv_heads, head_dim]`` at ``slot_mapping [num_tokens]`` (int32/int64,
-    negative: skip). A slot >= num_blocks * block_size raises ValueError before anything is written."""
+    negative: skip). A slot >= num_blocks * block_size raises ValueError before anything is written, and
+    so do caches that share memory with each other or with the other arguments."""
     if torch.compiler.is_compiling():
         torch.ops.inference_pio.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping)
         return
@@ -80,6 +82,11 @@ def reshape_and_cache(
     check_tensor("slot_mapping", slot_mapping, ndim=1, dtypes=INDEX_DTYPES, contiguous=True)
     check_shape("slot_mapping", slot_mapping, (key.shape[0],))
     check_same_device("slot_mapping", slot_mapping, "key", key)
+    if same_view(key_cache, value_cache) and same_view(key, value):  # one cache (DeepSeek's latent rows): one write
+        check_no_aliasing({"key_cache": key_cache}, {"key": key, "slot_mapping": slot_mapping})
+    else:
+        check_no_aliasing({"key_cache": key_cache, "value_cache": value_cache},
+                          {"key": key, "value": value, "slot_mapping": slot_mapping})
     _reshape_and_cache(key.device, key, value, key_cache, value_cache, slot_mapping)
 
 

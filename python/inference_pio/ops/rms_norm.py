@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._checks import FLOAT_DTYPES, check_out, check_same_device, check_shape, check_tensor, rows_2d
+from ._checks import (FLOAT_DTYPES, check_no_aliasing, check_out, check_same_device, check_shape, check_tensor,
+                      rows_2d)
 from ._tensor import view
 from .. import _native
 
@@ -63,7 +64,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, out: t
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> None:
-    """In place: ``residual += x``; ``x = rms_norm(residual, weight, eps)``. Both ``[..., hidden]``."""
+    """In place: ``residual += x``; ``x = rms_norm(residual, weight, eps)``. Both ``[..., hidden]``;
+    neither may share memory with itself (stride-0 rows), the other or ``weight`` (ValueError)."""
     if torch.compiler.is_compiling():
         torch.ops.inference_pio.fused_add_rms_norm(x, residual, weight, eps)
         return
@@ -75,6 +77,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     check_same_device("residual", residual, "x", x)
     _check_weight(weight, x)
     eps = _check_eps(eps)
+    check_no_aliasing({"x": x, "residual": residual}, {"weight": weight})
     _fused_add_rms_norm(x.device, rows_2d("x", x), rows_2d("residual", residual), weight, eps)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._checks import FLOAT_DTYPES, INDEX_DTYPES, check_positive_int, check_same_device, check_same_dtype, check_shape, check_tensor
+from ._checks import (FLOAT_DTYPES, INDEX_DTYPES, check_no_aliasing, check_positive_int, check_same_device,
+                      check_same_dtype, check_shape, check_tensor)
 from ._tensor import optional_view, view
 from .. import _native
 
@@ -95,7 +96,8 @@ def rotary_embedding(
     nothing written). query/key: float32, float16 or bfloat16, same dtype. cos_sin_cache:
     ``[max_position, rotary_dim]`` contiguous, float32 or query's dtype, rotary_dim even and
     <= head_dim. is_neox: True rotates halves, False GPT-J interleaved pairs.
-    query and key must not share elements.
+    query and key must not share elements with themselves (stride-0 tokens), each other or the
+    other arguments (ValueError).
     """
     if torch.compiler.is_compiling():
         torch.ops.inference_pio.rotary_embedding(positions, query, key, head_dim, cos_sin_cache, is_neox)
@@ -117,6 +119,7 @@ def rotary_embedding(
     rotary_dim = cos_sin_cache.shape[1]
     if rotary_dim <= 0 or rotary_dim % 2 or rotary_dim > head_dim:
         raise ValueError(f"cos_sin_cache.shape[1] (rotary_dim) must be even, positive and <= head_dim {head_dim}, got {rotary_dim}")
+    check_no_aliasing({"query": q3, "key": k3}, {"positions": positions, "cos_sin_cache": cos_sin_cache})
     _rotary_embedding(query.device, positions, q3, k3, cos_sin_cache, is_neox)
 
 
