@@ -266,6 +266,8 @@ class Sampler:
 
     def _next_ids(self, logits, params, seen_token_ids, generators, output_token_ids):
         batch = self._check(logits, params, seen_token_ids, generators)
+        if logits.is_inference() and not torch.is_inference_mode_enabled():
+            logits = logits.clone()  # made under inference_mode (a model step): the filters below edit in place
         for i, p in enumerate(params):
             if p.logits_processors:
                 if output_token_ids is None:
