@@ -60,8 +60,12 @@ class Llama_Plugin(CheckpointPlugin):
 
     def load(self, model_path: str | Path | None = None, config: LlamaConfig | None = None,
              num_kv_blocks: int | None = None, prefill_budget: int = 512, enable_prefix_caching: bool = True,
-             **overrides: Any) -> None:
-        """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure."""
+             tensor_parallel_size: int = 1, **overrides: Any) -> None:
+        """Like ``initialize`` but raises (ConfigError, WeightLoadError, ...) on failure.
+
+        ``tensor_parallel_size > 1``: this process is one rank of an initialized ``torch.distributed``
+        group of that size (see ``inference_pio.distributed.tp_serve``); it loads its shards, and only
+        rank 0 gets an engine (the other ranks follow its steps)."""
         gguf = None
         if config is None:
             if model_path is None:
@@ -81,14 +85,16 @@ class Llama_Plugin(CheckpointPlugin):
                               else "cuda" if cfg.device == "auto" else cfg.device)
         dtype = _torch_dtype(cfg)  # a GGUF says nothing: float32 activations over its quantized weights
         self.metadata.model_family = cfg.family
-        model = self.model_class(cfg, dtype, device)
+        tp = _tensor_parallel(tensor_parallel_size)
+        model = tp.model(self.model_class, cfg, device) if tp else self.model_class(cfg, dtype, device)
         if gguf is not None or is_gguf_file(cfg.model_path):
             gguf = gguf if gguf is not None else open_gguf(cfg.model_path)
             model.load_gguf(gguf, device)
             if "tokenizer.ggml.tokens" in gguf.metadata:
                 self.tokenizer = Tokenizer.from_gguf(gguf)
         else:
-            model.load_weights(cfg.model_path, device)
+            if not tp:  # a tensor-parallel model has read its shards already
+                model.load_weights(cfg.model_path, device)
             folder = Path(cfg.model_path)
             if (folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file():
                 self.tokenizer = Tokenizer.from_pretrained(folder)
@@ -96,10 +102,15 @@ class Llama_Plugin(CheckpointPlugin):
         kv_dtype = dtype if cfg.kv_cache_dtype == "auto" else resolve_dtype(cfg.kv_cache_dtype)
         if num_kv_blocks is None:  # room for max_batch_size sequences of max_seq_len tokens
             num_kv_blocks = cfg.max_batch_size * -(-cfg.max_seq_len // cfg.kv_block_size)
-        self.kv_cache = self.kv_cache_class(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim,
+        kv_heads = cfg.num_key_value_heads // tensor_parallel_size
+        self.kv_cache = self.kv_cache_class(cfg.num_hidden_layers, kv_heads, cfg.head_dim,
                                             num_kv_blocks, cfg.kv_block_size, kv_dtype, device)
         eos = self.tokenizer.eos_token_ids if self.tokenizer is not None else cfg.eos_token_ids
-        self.engine = GenerationEngine(model, self.kv_cache, max_model_len=cfg.max_seq_len,
+        if tp and not tp.leads:
+            self.is_loaded = True
+            return
+        stepped = tp.leader(model) if tp else model  # under TP, rank 0's steps are broadcast to the others
+        self.engine = GenerationEngine(stepped, self.kv_cache, max_model_len=cfg.max_seq_len,
                                        prefill_budget=prefill_budget, max_num_seqs=cfg.max_batch_size,
                                        tokenizer=self.tokenizer, eos_token_ids=eos,
                                        enable_prefix_caching=enable_prefix_caching)
@@ -161,6 +172,15 @@ class Llama_Plugin(CheckpointPlugin):
     def generate_text(self, prompt: str, max_new_tokens: int = 512, **kwargs: Any) -> str:
         params = SamplingParams(max_tokens=max_new_tokens, **kwargs)
         return self._require().generate([self.tokenize(prompt)], params)[0].output_text
+
+
+def _tensor_parallel(size: int):
+    """The tensor-parallel hooks for ``size`` ranks, or None for one process."""
+    if size == 1:
+        return None
+    from inference_pio.distributed.tp_serve import TensorParallelRank
+
+    return TensorParallelRank(size)
 
 
 def create_llama_plugin() -> Llama_Plugin:

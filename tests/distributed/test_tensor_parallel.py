@@ -13,7 +13,7 @@ import torch
 from inference_pio.distributed.tensor_parallel import shard_config
 from inference_pio.plugins.llama.config import LlamaConfig
 from inference_pio.plugins.llama.plugin import Llama_Plugin
-from tests.distributed.tp_workload import PROMPT_LEN, TOKENS, greedy
+from tests.distributed.tp_workload import PROMPT_LEN, TOKENS, engine_tokens, greedy
 from tests.llama.checkpoints import hf_model, load_plugin, teacher_forced_logits, write_checkpoint
 from tests.server.serving import free_port
 
@@ -52,6 +52,17 @@ def test_tp2_matches_tp1_logits_and_greedy_tokens(tmp_path, bias):
     expected = teacher_forced_logits(reference, TOKENS, PROMPT_LEN)
     torch.testing.assert_close(tp_logits, expected, rtol=0, atol=1e-4)
     assert json.loads((tmp_path / "greedy.json").read_text()) == greedy(reference, TOKENS[:PROMPT_LEN], 24)
+
+
+@pytest.mark.slow
+def test_rank0_engine_with_a_follower_generates_what_tp1_does(tmp_path):
+    ckpt = write_checkpoint(tmp_path / "ckpt", hf_model(seed=4), tokenizer=False)
+    results = run_ranks(ckpt, tmp_path, "engine")
+    assert all(rc == 0 for rc, _ in results), results
+    assert "followed" in results[1][1]
+    reference = load_plugin(Llama_Plugin, ckpt)
+    expected = engine_tokens(reference.model, reference.kv_cache)
+    assert json.loads((tmp_path / "engine.json").read_text()) == expected
 
 
 def test_kv_heads_that_do_not_split_are_refused(tmp_path):

@@ -2,6 +2,8 @@
 
 ``parity``: teacher-forced float32 logits (one prefill, then decode steps) and a greedy continuation
 through the sharded model and this rank's KV-cache shard; rank 0 writes them to OUT (safetensors + JSON).
+``engine``: rank 0 runs a ``GenerationEngine`` over ``LeaderModel`` while rank 1 follows its steps;
+rank 0 writes the generated tokens.
 ``die``: rank 1 exits at once; rank 0's first collective must fail within the group's timeout.
 """
 
@@ -15,11 +17,12 @@ from types import SimpleNamespace
 
 import torch
 
+from inference_pio.distributed.tp_steps import LeaderModel, follow
 from inference_pio.distributed.tensor_parallel import init_tensor_parallel, shard_config, tensor_parallel_model
 from inference_pio.engine import PagedKVCache
 from inference_pio.plugins.llama.config import LlamaConfig
 from inference_pio.plugins.llama.model import LlamaModel
-from tests.distributed.tp_workload import PROMPT_LEN, TOKENS, greedy
+from tests.distributed.tp_workload import PROMPT_LEN, TOKENS, engine_tokens, greedy
 from tests.llama.checkpoints import BLOCK, teacher_forced_logits
 
 
@@ -31,6 +34,15 @@ def main(rank: int, world: int, port: int, checkpoint: str, out: str, mode: str)
     model = tensor_parallel_model(LlamaModel, cfg, rank, world)
     local = shard_config(cfg, world)
     cache = PagedKVCache(cfg.num_hidden_layers, local.num_key_value_heads, cfg.head_dim, 64, BLOCK, torch.float32)
+    if mode == "engine":
+        if rank == 0:
+            leader = LeaderModel(model)
+            tokens = engine_tokens(leader, cache)
+            leader.stop()
+            (Path(out) / "engine.json").write_text(json.dumps(tokens))
+        else:
+            print(f"rank {rank} followed {follow(model, cache)} steps")
+        return
     shard = SimpleNamespace(model=model, kv_cache=cache)
     logits = teacher_forced_logits(shard, TOKENS, PROMPT_LEN)
     tokens = greedy(shard, TOKENS[:PROMPT_LEN], 24)

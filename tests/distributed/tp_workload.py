@@ -24,3 +24,14 @@ def greedy(plugin, prompt: list[int], new_tokens: int) -> list[int]:
         out.append(int(logits[0].argmax()))
     cache.free(seq)
     return out
+
+
+def engine_tokens(model, cache) -> list[list[int]]:
+    """Three greedy requests batched by the engine, prompts split into 8-token prefill chunks."""
+    from inference_pio.engine import SamplingParams
+    from inference_pio.engine.generate import GenerationEngine
+
+    engine = GenerationEngine(model, cache, max_model_len=256, prefill_budget=8, max_num_seqs=4)
+    prompts = [TOKENS[:PROMPT_LEN], TOKENS[3:9], TOKENS[:PROMPT_LEN] + TOKENS[:5]]
+    done = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
+    return [list(s.token_ids[len(p):]) for s, p in zip(done, prompts)]
