@@ -38,12 +38,12 @@ def biased_folder(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("bias"), hf_model(attention_bias=True, tie_word_embeddings=True))
 
 
-def fused_and_unfused_decode(plugin, monkeypatch, batch: int, steps: int = DECODE_STEPS):
-    """Prefills ``batch`` sequences, then runs ``steps`` decode steps both ways; returns the two
-    float32 logits stacks ``[steps, batch, vocab]`` (per-op, fused)."""
+def fused_and_unfused_decode(plugin, monkeypatch, batch: int, steps: int = DECODE_STEPS, prompt_lens=PROMPT_LENS):
+    """Prefills ``batch`` sequences (``prompt_lens``), then runs ``steps`` decode steps both ways;
+    returns the two float32 logits stacks ``[steps, batch, vocab]`` (per-op, fused)."""
     model, cache = plugin.model, plugin.kv_cache
     seqs = [f"s{i}" for i in range(batch)]
-    lens = list(PROMPT_LENS[:batch])
+    lens = list(prompt_lens[:batch])
     tokens = [random_tokens(n + steps, seed=10 + i) for i, n in enumerate(lens)]
     monkeypatch.setenv(FUSED_DECODE_ENV, "0")
     for seq, n, toks in zip(seqs, lens, tokens):
@@ -292,6 +292,37 @@ def test_one_plan_serves_batches_that_grow_and_shrink(gqa_folder, monkeypatch):
     for batch in (1, 3, 2):
         unfused, fused = fused_and_unfused_decode(plugin, monkeypatch, batch, steps=3)
         assert_float32_close(fused, unfused)
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets the OpenMP threads of torch and of our kernels (one runtime) for a test, then restores them."""
+    from inference_pio import _native
+
+    before = torch.get_num_threads()
+
+    def set_threads(n: int) -> None:
+        torch.set_num_threads(n)
+        assert _native.cpu_module().num_threads() == n, "the kernels did not take the thread count"
+
+    yield set_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_thread_team_per_step_matches_per_op_step_on_any_thread_count(gqa_folder, monkeypatch, torch_threads,
+                                                                          threads):
+    """The fused step runs as one OpenMP team (projections shared out by rows, the small ops split
+    inside, split-K attention merging through one shared buffer): any team size gives the per-op result."""
+    torch_threads(threads)
+    plugin = load_plugin(Llama_Plugin, gqa_folder)
+    assert_float32_close(*reversed(fused_and_unfused_decode(plugin, monkeypatch, 3, steps=3)))
+    # One sequence whose 200+ keys split into ranges over the team (two threads or more).
+    assert_float32_close(*reversed(fused_and_unfused_decode(plugin, monkeypatch, 1, steps=2, prompt_lens=(203,))))
+    # Mixed GGUF types, a row-split qkv whose parts differ in bytes per row.
+    quantize_model(plugin.model, False)
+    forget_fused_decoder(plugin.model)
+    assert_float32_close(*reversed(fused_and_unfused_decode(plugin, monkeypatch, 3, steps=3)))
 
 
 def test_bad_quantized_weights_are_named(tiny_model):

@@ -14,16 +14,20 @@
 // the Python model (plugins/llama/model.py); the first layer's has nothing to add. Projections
 // and the embedding are dense or GGUF blocks (quantized_linear / quantized_embedding), and a
 // projection may be several row slices each writing its own output columns.
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu_ops.h"
 #include "dispatch.h"
+#include "parallel.h"
 #include "pio/pybind_tensor_view.h"
 #include "quantized_blocks.h"
 
@@ -89,7 +93,27 @@ struct WeightPart {
     if (qtype < 0) linear(out, x, weight, bias);
     else quantized_linear(out, x, weight, qtype, bias, quantize_input);
   }
+
+  // Bytes of weight one output row streams (what a thread's share of the rows is measured in).
+  int64_t row_cost() const { return weight.size(1) * dtype_size(weight.dtype); }
+
+  // Output rows [r0, r1) of this part: the same blocks and settings over fewer rows.
+  WeightPart rows_slice(int64_t r0, int64_t r1) const {
+    WeightPart p = *this;
+    p.weight.data = static_cast<char*>(weight.data) + r0 * weight.stride(0) * dtype_size(weight.dtype);
+    p.weight.shape[0] = r1 - r0;
+    if (bias) {
+      p.bias->data = static_cast<char*>(bias->data) + r0 * bias->stride(0) * dtype_size(bias->dtype);
+      p.bias->shape[0] = r1 - r0;
+    }
+    p.rows = r1 - r0;
+    return p;
+  }
 };
+
+// Output rows of a projection are shared out in multiples of this: whole 64-byte lines of a
+// float32 output row, and whole tiles of the dense kernels (so the split changes no rounding).
+constexpr int64_t kRowAlign = 16;
 
 // A projection [N, K] whose output rows are one part or several concatenated (a fused qkv whose
 // q/k/v blocks have different GGUF types, say). Each part writes its own columns of out.
@@ -131,17 +155,47 @@ struct PlanWeight {
     }
   }
 
-  void apply(const TensorView& out, const TensorView& x) const {
-    if (parts.size() == 1) return parts[0].apply(out, x);
+  // Member `rank` of a team of `threads`: its share of the output rows [0, rows()), computed from x
+  // into out's matching columns. Shares are equal in weight bytes (parts may differ in type) and
+  // start at multiples of kRowAlign.
+  void apply_share(const TensorView& out, const TensorView& x, int rank, int threads) const {
+    const int64_t r0 = share_start(rank, threads), r1 = share_start(rank + 1, threads);
     const int64_t es = dtype_size(out.dtype);
     int64_t n0 = 0;
     for (const WeightPart& p : parts) {
-      TensorView slice = out;  // columns [n0, n0 + p.rows) of every row
-      slice.data = static_cast<char*>(out.data) + n0 * es;
-      slice.shape[1] = p.rows;
-      p.apply(slice, x);
+      const int64_t b = std::max(r0, n0), e = std::min(r1, n0 + p.rows);
+      if (b < e) {
+        TensorView slice = out;  // columns [b, e) of every row
+        slice.data = static_cast<char*>(out.data) + b * es;
+        slice.shape[1] = e - b;
+        if (b == n0 && e == n0 + p.rows) p.apply(slice, x);
+        else p.rows_slice(b - n0, e - n0).apply(slice, x);
+      }
       n0 += p.rows;
     }
+  }
+
+ private:
+  // The first output row of share `rank` (of `threads`); share `threads` starts at rows().
+  int64_t share_start(int rank, int threads) const {
+    const int64_t n = rows();
+    if (rank <= 0) return 0;
+    if (rank >= threads) return n;
+    double total = 0;
+    for (const WeightPart& p : parts) total += double(p.rows) * double(p.row_cost());
+    const double target = total * rank / threads;  // weight bytes before the share
+    double before = 0;
+    int64_t row = 0;
+    for (const WeightPart& p : parts) {
+      const double cost = double(p.rows) * double(p.row_cost());
+      if (before + cost >= target) {
+        row += p.row_cost() > 0 ? int64_t((target - before) / double(p.row_cost())) : 0;
+        break;
+      }
+      before += cost;
+      row += p.rows;
+    }
+    return std::min(n, (row + kRowAlign / 2) / kRowAlign * kRowAlign);
   }
 };
 
@@ -308,33 +362,72 @@ class DecoderPlan {
     const TensorView key = make_view(at[2] + q_size() * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
     const TensorView value = make_view(at[2] + (q_size() + kv_size()) * es, dt, {T, KVH_, D_}, {qkv_n, D_, 1});
 
+    // The whole step is one OpenMP region (thread start-up once, not per kernel): projections are
+    // shared out by output rows (team_private, then a barrier), the small ops are called by all
+    // threads together and split inside (team_collective, ending in their own barrier).
+    // With one_team_ off (for benchmarks: the cost it saves) the same body runs as a team of one
+    // that is no team: every kernel opens its own OpenMP region, as when called from Python.
     const WeightPart& table = embedding_.parts[0];
-    if (table.qtype < 0) {
-      const char* rows = static_cast<const char*>(table.weight.data);
-      for (int64_t t = 0; t < T; ++t)
-        std::memcpy(at[0] + t * hidden_ * es, rows + ids[t] * hidden_ * es, size_t(hidden_ * es));
+    auto step = [&](Team& team, int rank) {
+      const int nt = team.size();
+      team_private([&] {  // this member's tokens of the embedding
+        const int64_t t0 = T * rank / nt, t1 = T * (rank + 1) / nt;
+        if (t0 == t1) return;
+        if (table.qtype < 0) {
+          const char* rows = static_cast<const char*>(table.weight.data);
+          for (int64_t t = t0; t < t1; ++t)
+            std::memcpy(at[0] + t * hidden_ * es, rows + ids[t] * hidden_ * es, size_t(hidden_ * es));
+        } else {
+          TensorView out = rows_view(at[0] + t0 * hidden_ * es, dt, t1 - t0, hidden_), some_ids = input_ids;
+          some_ids.data = const_cast<int64_t*>(ids + t0);
+          some_ids.shape[0] = t1 - t0;
+          quantized_embedding(out, some_ids, table.weight, table.qtype);
+        }
+      });
+      team.barrier();
+      auto project = [&](const PlanWeight& w, const TensorView& out, const TensorView& x) {
+        team_private([&] { w.apply_share(out, x, rank, nt); });
+        team.barrier();
+      };
+      for (size_t i = 0; i < layers_.size(); ++i) {
+        const PlanLayer& l = layers_[i];
+        team_collective([&] {
+          if (i == 0) rms_norm(hidden, residual, l.input_norm, l.input_eps);
+          else fused_add_rms_norm(hidden, residual, l.input_norm, l.input_eps);
+        });
+        project(l.qkv, qkv, hidden);
+        team_collective([&] {
+          rotary_embedding(positions, query, key, cos_sin_, is_neox_);
+          reshape_and_cache(key, value, key_caches_[i], value_caches_[i], slot_mapping);
+        });
+        team_collective([&] {
+          paged_decode_attention(attn, query, key_caches_[i], value_caches_[i], block_tables, context_lens, l.scale,
+                                 l.sliding_window, max_context_len, 0);
+        });
+        project(l.o_proj, hidden, attn_rows);
+        team_collective([&] { fused_add_rms_norm(hidden, residual, l.post_norm, l.post_eps); });
+        project(l.gate_up, gate_up, hidden);
+        team_collective([&] { silu_and_mul(act, gate_up); });
+        project(l.down, hidden, act);
+      }
+      team_collective([&] { fused_add_rms_norm(hidden, residual, final_norm_, final_eps_); });
+      project(lm_head_, logits, hidden);
+    };
+    if (one_team_) {
+      last_barriers_ = run_in_team(num_threads(), step);
     } else {
-      quantized_embedding(residual, input_ids, table.weight, table.qtype);
+      Team alone(1);
+      step(alone, 0);
+      last_barriers_ = 0;
     }
-
-    for (size_t i = 0; i < layers_.size(); ++i) {
-      const PlanLayer& l = layers_[i];
-      if (i == 0) rms_norm(hidden, residual, l.input_norm, l.input_eps);
-      else fused_add_rms_norm(hidden, residual, l.input_norm, l.input_eps);
-      l.qkv.apply(qkv, hidden);
-      rotary_embedding(positions, query, key, cos_sin_, is_neox_);
-      reshape_and_cache(key, value, key_caches_[i], value_caches_[i], slot_mapping);
-      paged_decode_attention(attn, query, key_caches_[i], value_caches_[i], block_tables, context_lens, l.scale,
-                             l.sliding_window, max_context_len, 0);
-      l.o_proj.apply(hidden, attn_rows);
-      fused_add_rms_norm(hidden, residual, l.post_norm, l.post_eps);
-      l.gate_up.apply(gate_up, hidden);
-      silu_and_mul(act, gate_up);
-      l.down.apply(hidden, act);
-    }
-    fused_add_rms_norm(hidden, residual, final_norm_, final_eps_);
-    lm_head_.apply(logits, hidden);
   }
+
+  bool one_team() const { return one_team_; }
+  void set_one_team(bool on) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    one_team_ = on;
+  }
+  int64_t last_barriers() const { return last_barriers_; }
 
   int64_t num_layers() const { return int64_t(layers_.size()); }
   int64_t hidden_size() const { return hidden_; }
@@ -357,8 +450,32 @@ class DecoderPlan {
   int64_t vocab_in_ = 0, hidden_ = 0, intermediate_ = 0;
   std::vector<TensorView> key_caches_, value_caches_;
   Arena arena_;
+  bool one_team_ = true;
+  int64_t last_barriers_ = 0;
   std::mutex mutex_;  // the activation buffers serve one step at a time
 };
+
+// (seconds per team barrier, seconds per empty parallel region) on `threads` threads.
+std::pair<double, double> measure_team_sync(int threads, int64_t rounds) {
+  PIO_CHECK(threads >= 1 && rounds >= 1, "threads and rounds must be >= 1, got ", threads, " and ", rounds);
+  using Clock = std::chrono::steady_clock;
+  auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  run_in_team(threads, [&](Team& team, int) { team.barrier(); });  // the pool started
+  const auto t0 = Clock::now();
+  run_in_team(threads, [&](Team& team, int) {
+    for (int64_t i = 0; i < rounds; ++i) team.barrier();
+  });
+  const auto t1 = Clock::now();
+  std::atomic<int64_t> sink{0};
+  for (int64_t i = 0; i < rounds; ++i) {
+#if defined(PIO_HAVE_OPENMP)
+#pragma omp parallel num_threads(threads)
+#endif
+    sink.fetch_add(1, std::memory_order_relaxed);
+  }
+  const auto t2 = Clock::now();
+  return {seconds(t0, t1) / double(rounds), seconds(t1, t2) / double(rounds)};
+}
 
 }  // namespace
 }  // namespace pio::cpu
@@ -366,6 +483,12 @@ class DecoderPlan {
 PIO_CPU_BINDINGS(decoder_step) {
   namespace py = pybind11;
   using namespace pio::cpu;
+  m.def("regions_opened", [] { return regions_opened().load(); },
+        "OpenMP regions the kernels' parallel_for has opened so far (a fused step's team counts as none)");
+  m.def("team_sync_cost", &measure_team_sync, py::arg("threads"), py::arg("rounds"), PIO_NOGIL,
+        "(seconds per barrier inside one OpenMP team, seconds per OpenMP region opened and joined) on "
+        "`threads` threads, each the mean over `rounds`: what a fused step pays per barrier, and what "
+        "each kernel call pays when it opens its own region");
   py::class_<PlanWeight>(m, "PlanWeight", "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
       .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
                   "weight [N, K] contiguous in the activation dtype, bias [N] or None")
@@ -397,6 +520,10 @@ PIO_CPU_BINDINGS(decoder_step) {
       .def("run", &DecoderPlan::run, py::arg("input_ids"), py::arg("positions"), py::arg("slot_mapping"),
            py::arg("block_tables"), py::arg("context_lens"), py::arg("max_context_len"), py::arg("logits"), PIO_NOGIL,
            "one decode step into logits [T, vocab]")
+      .def_property("one_team", &DecoderPlan::one_team, &DecoderPlan::set_one_team,
+                    "run each step as one OpenMP team (default); False: every kernel opens its own region")
+      .def_property_readonly("last_barriers", &DecoderPlan::last_barriers,
+                             "barriers the last step's team passed (0 with one thread or one_team off)")
       .def_property_readonly("num_layers", &DecoderPlan::num_layers)
       .def_property_readonly("hidden_size", &DecoderPlan::hidden_size)
       .def_property_readonly("intermediate_size", &DecoderPlan::intermediate_size)

@@ -170,6 +170,9 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
   }
   const int64_t stride = partial_stride(p.head_dim);
   partials.resize(n_partials * stride);
+  // Called by a whole team (the fused decode step), every thread has built the same units; the
+  // partials must be one buffer that all of them write and read: thread 0's.
+  float* partials_data = n_partials > 0 ? team_shared(partials.data()) : nullptr;
 
   // Share units out by cumulative work, not by count: contexts differ in length.
   cumulative.resize(units.size() + 1);
@@ -189,7 +192,7 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
       const int64_t lo = c * work / n_chunks, hi = (c + 1) * work / n_chunks;
       auto first = std::lower_bound(cumulative.begin(), cumulative.end() - 1, lo);
       auto last = std::lower_bound(cumulative.begin(), cumulative.end() - 1, hi);
-      for (auto it = first; it != last; ++it) attend_unit(p, units[it - cumulative.begin()], q, kc, vc, tables, o, partials.data());
+      for (auto it = first; it != last; ++it) attend_unit(p, units[it - cumulative.begin()], q, kc, vc, tables, o, partials_data);
     }
   });
   if (n_partials == 0) return;
@@ -200,7 +203,7 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
       const Unit& u = units[i];
       if (u.partial < 0 || (i > 0 && units[i - 1].seq == u.seq)) continue;
       for (int64_t h = 0; h < p.num_heads; ++h)
-        merge_partials(o + u.seq * p.o_s0 + h * p.o_s1, partials.data() + (u.partial + h) * stride, p.num_heads * stride,
+        merge_partials(o + u.seq * p.o_s0 + h * p.o_s1, partials_data + (u.partial + h) * stride, p.num_heads * stride,
                        u.n_parts, p.head_dim, p.scale);
     }
   });
