@@ -200,6 +200,7 @@ def attack(name: str, kind: str, pattern: str):
         def run(spec: Spec) -> tuple[bytes, str, str]:
             made = make(spec)
             return (made if isinstance(made, bytes) else made.encode()), kind, pattern
+        assert name not in ATTACKS, name
         ATTACKS[name] = run
         return make
     return register
@@ -340,8 +341,7 @@ def _(spec):
 
 
 @attack("misaligned offset", WEIGHTS, r"'output_norm.weight' .* starts at byte \d+, expected \d+")
-def _(spec):
-    spec.encode()
+def _(spec):  # 4 bytes past where it belongs: inside the alignment padding
     return spec.with_tensor("output_norm.weight", offset=_align(len(spec.tensor("token_embd.weight").data), 32) + 4)
 
 
@@ -393,7 +393,9 @@ def _(spec):
 # ----- metadata values -----
 
 def _meta(key: str, vtype: int, value, kind: str, pattern: str, etype: int | None = None) -> None:
-    ATTACKS[f"{key} = {value!r}"[:80]] = lambda spec: (spec.set(key, vtype, value, etype).encode(), kind, pattern)
+    name = f"{key} = {value!r}"[:80]
+    assert name not in ATTACKS, name
+    ATTACKS[name] = lambda spec: (spec.set(key, vtype, value, etype).encode(), kind, pattern)
 
 
 _meta("llama.attention.head_count", U32, 0, CONFIG, r"llama.attention.head_count = 0: must be a positive integer")
