@@ -117,3 +117,16 @@ def test_index_may_name_a_shard_in_a_subfolder(tmp_path):
     state = _sharded(tmp_path, "shards/part.safetensors")
     loaded = load_state(tmp_path)
     assert all(torch.equal(loaded[name], t) for name, t in state.items())
+
+
+@pytest.mark.parametrize("name, text, pattern", [
+    ("tokenizer_config.json", "[" * 100_000 + "]" * 100_000, r"tokenizer_config.json is JSON nested too deeply"),
+    ("tokenizer.json", json.dumps({"model": {"type": "BPE", "vocab": {"a": "zero"}, "merges": []}}),
+     r"cannot load .*tokenizer.json"),
+])
+def test_bad_tokenizer_files_name_the_file(checkpoint, tmp_path, name, text, pattern):
+    bad = _copy(checkpoint, tmp_path / "bad")
+    (bad / name).write_text(text)
+    with pytest.raises(ValueError, match=pattern) as info:
+        inference_pio.load(bad, max_seq_len=64, max_batch_size=1)
+    assert "\n" not in str(info.value) and len(str(info.value)) < MAX_MESSAGE
