@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .engine.sampler import SamplingParams
+from .engine.warmup import warm_up
 from .plugin import PluginManager, TextModelPluginInterface
 
 
@@ -151,7 +152,7 @@ def load(path: str | Path, dtype: str = "auto", device: str = "auto", *,
     ``options`` go to the plugin's ``initialize`` (e.g. ``max_seq_len``, ``max_batch_size``,
     ``num_kv_blocks``, ``prefill_budget``). Raises ``ConfigError`` (no/bad config.json),
     ``NoPluginForModelError`` (listing the served model types), ``WeightLoadError``, or what else
-    stopped the plugin.
+    stopped the plugin. A generation model is warmed up before it is returned (``engine.warmup``).
     """
     manager = manager or PluginManager()
     info = manager.plugin_for_checkpoint(path)
@@ -161,4 +162,7 @@ def load(path: str | Path, dtype: str = "auto", device: str = "auto", *,
         if error is not None:
             raise error
         raise RuntimeError(f"plugin {info.name!r} failed to initialize {path}")
+    engine = getattr(plugin, "engine", None)
+    if engine is not None:  # the first request at steady speed: weights paged in, buffers built
+        warm_up(engine)
     return Model(plugin)
