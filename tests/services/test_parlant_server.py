@@ -120,6 +120,7 @@ def test_a_parlant_agent_answers_a_customer_through_the_rest_api(kind, tmp_path)
     calls = [line for line in turn_lines if line.startswith("GENERATION ")]
     failures = [line for line in turn_lines if line.startswith("GENERATION FAILED")]
     print(f"\n{kind}: turn {seconds:.1f} s, {len(calls)} generation calls, {len(failures)} failed; reply {message!r}")
+    print("\n".join(calls))
     assert not failures, failures
 
 
