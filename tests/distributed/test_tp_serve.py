@@ -26,7 +26,8 @@ def test_two_ranks_answer_what_one_process_answers(tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                              "--master-port", str(free_port()), "-m", "inference_pio.distributed.tp_serve", str(ckpt),
-                             "--port", str(port), "--dtype", "float32", "--max-seq-len", "256", "--max-batch-size", "4",
+                             "--port", str(port), "--dtype", "float32", "--device", "cpu", "--max-seq-len", "256",
+                             "--max-batch-size", "4",
                              "--log-level", "warning"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)

@@ -104,7 +104,8 @@ class VocabParallelHead(nn.Module):
         return out.copy_(logits) if out is not None else logits
 
 
-def tensor_parallel_model(model_class, cfg, rank: int, world_size: int, device: str = "cpu") -> nn.Module:
+def tensor_parallel_model(model_class, cfg, rank: int, world_size: int,
+                          device: str | torch.device = "cpu") -> nn.Module:
     """``model_class`` (the Llama decoder) holding rank ``rank``'s slices of ``cfg.model_path``'s weights."""
     if cfg.model_path is None or not Path(cfg.model_path).is_dir():
         raise ValueError(f"tensor parallelism reads a safetensors checkpoint folder, got {cfg.model_path!r}")
@@ -117,7 +118,7 @@ def tensor_parallel_model(model_class, cfg, rank: int, world_size: int, device: 
     for layer in model.layers:
         layer.self_attn.o_proj = RowParallelLinear(local.q_size, cfg.hidden_size, cfg.attention_bias, dtype)
         layer.mlp.down_proj = RowParallelLinear(local.intermediate_size, cfg.hidden_size, cfg.mlp_bias, dtype)
-    state = _ShardReader(cfg, local, rank, vocab_rows, dtype).state()
+    state = _ShardReader(cfg, local, rank, vocab_rows, dtype, device).state()
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise WeightLoadError(f"{cfg.model_path}: rank {rank}'s shards do not fit the model; "
@@ -130,8 +131,9 @@ def tensor_parallel_model(model_class, cfg, rank: int, world_size: int, device: 
 class _ShardReader:
     """Reads one rank's slices (rows of column-parallel weights, columns of row-parallel ones)."""
 
-    def __init__(self, cfg, local, rank: int, vocab_rows: int, dtype: torch.dtype):
+    def __init__(self, cfg, local, rank: int, vocab_rows: int, dtype: torch.dtype, device):
         self.cfg, self.local, self.rank, self.vocab_rows, self.dtype = cfg, local, rank, vocab_rows, dtype
+        self.device = device
         self.files = {name: file for name, (file, _) in open_checkpoint(cfg.model_path).tensors.items()}
         self._open: dict[Path, object] = {}
 
@@ -186,4 +188,4 @@ class _ShardReader:
             tensor = part[:, cols[0]:cols[0] + cols[1]]
         else:
             tensor = part[:]
-        return tensor.to(self.dtype).contiguous()
+        return tensor.to(self.device, self.dtype).contiguous()

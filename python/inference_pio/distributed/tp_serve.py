@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+import torch
 import torch.distributed as dist
 
 from .tensor_parallel import init_tensor_parallel, tensor_parallel_model
@@ -48,19 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="model name clients send (default: the folder's name)")
     p.add_argument("--api-key", default=os.environ.get("PIO_API_KEY"))
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when there is a GPU)")
+    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl for cuda, gloo for cpu)")
     p.add_argument("--max-seq-len", type=int)
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--timeout", type=float, default=60, help="seconds a collective waits for a silent rank")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    init_tensor_parallel(rank, world, "env://", timeout_s=args.timeout)
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    if gpu:  # one GPU per rank on each node
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    init_tensor_parallel(rank, world, "env://", args.backend or ("nccl" if gpu else "gloo"), args.timeout)
     from .. import load
 
     options = {"max_batch_size": args.max_batch_size, "tensor_parallel_size": world}
     if args.max_seq_len:
         options["max_seq_len"] = args.max_seq_len
-    model = load(args.model, dtype=args.dtype, **options)
+    device = f"cuda:{torch.cuda.current_device()}" if gpu else "cpu"
+    model = load(args.model, dtype=args.dtype, device=device, **options)
     if rank != 0:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a follower ends when rank 0 stops it (or dies)
             signal.signal(sig, signal.SIG_IGN)

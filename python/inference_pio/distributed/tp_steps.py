@@ -30,6 +30,7 @@ class LeaderModel:
 
     def __init__(self, model):
         self.model = model
+        self.device = next(model.parameters()).device  # NCCL broadcasts need tensors on the GPU
         self._lock = threading.Lock()  # one collective sequence at a time: a step or a heartbeat
         self._stopped = threading.Event()
 
@@ -53,18 +54,18 @@ class LeaderModel:
                 try:
                     with self._lock:
                         if not self._stopped.is_set():
-                            _broadcast_header([_IDLE] + [0] * (_HEADER - 1), "cpu")
+                            _broadcast_header([_IDLE] + [0] * (_HEADER - 1), self.device)
                 except Exception as e:  # noqa: BLE001 -- a rank is gone: the caller decides how to end
                     on_lost(e)
                     return
 
         threading.Thread(target=beat, name="inference-pio-tp-heartbeat", daemon=True).start()
 
-    def stop(self, device: str | torch.device = "cpu") -> None:
+    def stop(self) -> None:
         """Ends the followers' loops (after the engine's last step)."""
         with self._lock:
             self._stopped.set()
-            _broadcast_header([_STOP] + [0] * (_HEADER - 1), device)
+            _broadcast_header([_STOP] + [0] * (_HEADER - 1), self.device)
 
 
 def _broadcast_header(values: list[int], device) -> None:
