@@ -1,5 +1,6 @@
-"""quantized_linear at decode shapes: our GGUF-block kernels (exact and int8-input) vs torch's
-F.linear on the dense bf16 / fp32 weight vs the reference (gguf dequantize + matmul per call).
+"""quantized_linear at decode shapes: our GGUF-block kernels in each input mode (``none`` exact,
+``int16`` the default, ``int8``) vs torch's F.linear on the dense bf16 / fp32 weight vs the
+reference (gguf dequantize + matmul per call).
 
 Decode is memory-bound: a step reads every weight byte once, so GB/s is the bytes a backend's
 weight occupies (quantized blocks for ours, 2 or 4 bytes per element for torch) over time; the
@@ -20,7 +21,10 @@ from inference_pio.quant import QuantizedTensor
 # (M, K, N): SmolLM2-135M's projections (o_proj, one of k/v, gate/up/down-sized, the 49152-token
 # lm_head) and a TinyLlama-1.1B gate/up-sized one, at batch 1.
 SHAPES = [(1, 576, 576), (1, 576, 192), (1, 576, 1536), (1, 576, 49152), (1, 2048, 5632)]
-QTYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1)
+QTYPES = (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K)  # the K-quants at K % 256 == 0 only
+MODES = ("none", "int16", "int8")
+# fp16 scale fields (byte offsets) per type; every other byte pattern is a legal value.
+SCALE_FIELDS = {Q.Q4_1: (0, 2), Q.Q5_1: (0, 2), Q.Q4_K: (0, 2), Q.Q5_K: (0, 2), Q.Q6_K: (208,)}
 PREFILL = (512, 576, 1536)
 # The reference dequantizes the whole matrix per call (seconds for the lm_head): smaller shapes only.
 REFERENCE_MAX_ELEMENTS = 2048 * 5632
@@ -37,8 +41,7 @@ def random_blocks(qtype, n: int, k: int) -> QuantizedTensor:
     block, size = GGML_QUANT_SIZES[qtype]
     rng = np.random.default_rng(0)
     blocks = rng.integers(0, 256, size=(n * k // block, size), dtype=np.uint8)
-    scale_fields = [0, 2] if qtype == Q.Q4_1 else [0]
-    for offset in scale_fields:
+    for offset in SCALE_FIELDS.get(qtype, (0,)):
         blocks[:, offset:offset + 2] = (rng.uniform(0.5, 1.0, blocks.shape[0]) * 0.01).astype(np.float16) \
             .view(np.uint8).reshape(-1, 2)
     return QuantizedTensor(torch.from_numpy(blocks.reshape(n, -1)), qtype, (n, k))
@@ -46,9 +49,11 @@ def random_blocks(qtype, n: int, k: int) -> QuantizedTensor:
 
 @pytest.mark.parametrize("qtype", QTYPES, ids=lambda q: q.name)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
-@pytest.mark.parametrize("backend", ["inference_pio.cpu", "inference_pio.cpu_int8_input", "reference"])
+@pytest.mark.parametrize("backend", [*(f"inference_pio.cpu_{mode}" for mode in MODES), "reference"])
 def test_quantized_linear(benchmark, record, backend, shape, qtype):
     m, k, n = shape
+    if k % GGML_QUANT_SIZES[qtype][0]:
+        pytest.skip(f"K = {k} is not a multiple of {qtype.name}'s block")
     if backend == "reference" and n * k > REFERENCE_MAX_ELEMENTS:
         pytest.skip("the reference dequantizes the whole lm_head per call")
     benchmark.group = f"quantized_linear {_label(shape)}"
@@ -58,8 +63,7 @@ def test_quantized_linear(benchmark, record, backend, shape, qtype):
     if backend == "reference":
         benchmark(ops.quantized_linear_reference, x, qw)
     else:
-        int8_input = backend.endswith("int8_input")
-        benchmark(ops.quantized_linear, x, qw, out=out, quantize_input=int8_input)
+        benchmark(ops.quantized_linear, x, qw, out=out, quantize_input=backend.rpartition("_")[2])
     record(backend=f"{backend} {qw.qtype_name}", shape=_label(shape), bytes_moved=qw.nbytes + 4 * m * (k + n),
            flops=2 * m * n * k)
 

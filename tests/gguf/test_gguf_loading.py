@@ -104,9 +104,9 @@ def test_corrupt_magic_names_the_file(f32_gguf, tmp_path):
 
 
 def test_unsupported_quantization_type_names_tensor_and_supported_types(tiny_hf, gguf_folder):
-    path = write_gguf(gguf_folder / "q5_0.gguf", tiny_hf, qtype="Q8_0", overrides={"ffn_down.weight": "Q5_0"})
-    with pytest.raises(WeightLoadError, match=r"blk\.0\.ffn_down\.weight \(Q5_0\).*supported: F32, F16, BF16, Q8_0, "
-                                              r"Q4_0, Q4_1, Q4_K, Q6_K"):
+    path = write_gguf(gguf_folder / "mxfp4.gguf", tiny_hf, qtype="Q8_0", overrides={"ffn_down.weight": "MXFP4"})
+    with pytest.raises(WeightLoadError, match=r"blk\.0\.ffn_down\.weight \(MXFP4\).*supported: F32, F16, BF16, Q8_0, "
+                                              r"Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"):
         Llama_Plugin().load(model_path=path)
 
 

@@ -121,13 +121,14 @@ def test_quantized_linear_layer(backend, qtype):
     k = 2 * block_size(qtype)
     qw = random_qweight(qtype, 24, k, seed=5)
     layer = QuantizedLinear(qw, bias=randn(24, device="cpu"))  # a float32 bias, used with bf16 inputs too
+    assert layer.quantize_input == "int16"  # the default: x rounded to int16 blocks (near-exact)
     for dtype in (torch.float32, torch.bfloat16):
         x = randn(3, k, dtype=dtype, device="cpu")
         out = poisoned_like(torch.empty(3, 24, dtype=dtype))
         with ops.use_backend(backend):
             assert layer(x, out=out) is out
             allocated = layer(x)
-        expected = x.double() @ dequantized64(qw).T + layer.bias.to(dtype).double()
+        expected = ql.quantize_input_reference(x, "int16") @ dequantized64(qw).T + layer.bias.to(dtype).double()
         assert_close(out, expected, dtype, TOLERANCES)
         assert torch.equal(allocated, out)
     assert _dense_copies(layer, 24 * k) == []
@@ -152,7 +153,7 @@ def test_quantized_linear_layer_int8_input_mode(monkeypatch):
     monkeypatch.setenv(ql.QUANTIZE_INPUT_ENV, "1")
     qw = random_qweight(QTYPES[0], 16, 64)
     layer = QuantizedLinear(qw)
-    assert layer.quantize_input
+    assert layer.quantize_input == "int8"
     x = randn(2, 64, device="cpu")
     assert_close(layer(x), ql.quantize_input_reference(x) @ dequantized64(qw).T, torch.float32)
 

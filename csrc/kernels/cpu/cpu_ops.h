@@ -40,10 +40,15 @@ void silu_and_mul(const TensorView& out, const TensorView& x);
 // file keeping them internal), these resolve to null instead of failing the module's import, and
 // quantized_kernels_callable() says so (DecoderPlan then refuses quantized weights by name).
 
+// How quantized_linear treats its input x (quantized_linear.cpp, quantized_int16.h): exact float32
+// products, or x rounded to int8 / int16 blocks of 32 and integer dot products. The values are
+// the Python API's (ops.quantized_linear.INPUT_MODES); 1 = int8 keeps the old `true` meaning.
+enum InputMode : int { kInputExact = 0, kInputInt8 = 1, kInputInt16 = 2 };
+
 // out [M, N] = x [M, K] . dequant(weight)[N, K]^T (+ bias [N]), weight uint8 GGUF blocks of ggml type
-// qtype; quantize_input: x rounded to int8 blocks first (Q8_0/Q4_0/Q4_1); quantized_linear.cpp.
+// qtype; input_mode: an InputMode; quantized_linear.cpp.
 __attribute__((weak)) void quantized_linear(const TensorView& out, const TensorView& x, const TensorView& weight,
-                                            int qtype, const std::optional<TensorView>& bias, bool quantize_input);
+                                            int qtype, const std::optional<TensorView>& bias, int input_mode);
 
 // out [T, hidden] = dequant(weight)[ids [T]], weight uint8 GGUF blocks; quantized_embedding.cpp.
 __attribute__((weak)) void quantized_embedding(const TensorView& out, const TensorView& ids, const TensorView& weight,

@@ -57,7 +57,7 @@ struct WeightPart {
   TensorView weight;
   std::optional<TensorView> bias;
   int qtype = -1;  // ggml type id; -1: dense
-  bool quantize_input = false;
+  int input_mode = kInputExact;  // InputMode (cpu_ops.h) of a quantized part
   int64_t rows = 0, cols = 0;
 
   void check(const std::string& name, DType dtype) const {
@@ -91,7 +91,7 @@ struct WeightPart {
 
   void apply(const TensorView& out, const TensorView& x) const {
     if (qtype < 0) linear(out, x, weight, bias);
-    else quantized_linear(out, x, weight, qtype, bias, quantize_input);
+    else quantized_linear(out, x, weight, qtype, bias, input_mode);
   }
 
   // Bytes of weight one output row streams (what a thread's share of the rows is measured in).
@@ -129,13 +129,13 @@ struct PlanWeight {
 
   static PlanWeight dense(const TensorView& weight, const std::optional<TensorView>& bias) {
     PIO_CHECK(weight.ndim == 2, "weight must be 2-D [N, K], got shape ", weight.shape_str());
-    return PlanWeight{{WeightPart{weight, bias, -1, false, weight.size(0), weight.size(1)}}};
+    return PlanWeight{{WeightPart{weight, bias, -1, kInputExact, weight.size(0), weight.size(1)}}};
   }
   static PlanWeight quantized(const TensorView& blocks, int qtype, int64_t cols, const std::optional<TensorView>& bias,
-                              bool quantize_input) {
+                              int input_mode) {
     PIO_CHECK(blocks.ndim == 2, "blocks must be 2-D uint8 [N, row_bytes], got shape ", blocks.shape_str());
     qtype_info(qtype);  // an unknown type fails here, by name
-    return PlanWeight{{WeightPart{blocks, bias, qtype, quantize_input, blocks.size(0), cols}}};
+    return PlanWeight{{WeightPart{blocks, bias, qtype, input_mode, blocks.size(0), cols}}};
   }
   static PlanWeight concat(const std::vector<PlanWeight>& pieces) {
     PlanWeight w;
@@ -493,9 +493,9 @@ PIO_CPU_BINDINGS(decoder_step) {
       .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
                   "weight [N, K] contiguous in the activation dtype, bias [N] or None")
       .def_static("quantized", &PlanWeight::quantized, py::arg("blocks"), py::arg("qtype"), py::arg("cols"),
-                  py::arg("bias") = py::none(), py::arg("quantize_input") = false,
+                  py::arg("bias") = py::none(), py::arg("input_mode") = 0,
                   "GGUF blocks uint8 [N, cols / block_elems * block_bytes] of ggml type qtype; bias [N] or None "
-                  "(activation dtype); quantize_input as in quantized_linear")
+                  "(activation dtype); input_mode: 0 exact, 1 int8, 2 int16 input blocks, as in quantized_linear")
       .def_static("concat", &PlanWeight::concat, py::arg("parts"),
                   "the weights' output rows one after another (a fused projection kept in parts)")
       .def_property_readonly("shape", [](const PlanWeight& w) { return py::make_tuple(w.rows(), w.cols()); });

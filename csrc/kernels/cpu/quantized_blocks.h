@@ -6,7 +6,12 @@
 //   Q4_0 (18 B / 32):  fp16 d, uint8 qs[16];                     x = d * (nibble - 8)
 //   Q4_1 (20 B / 32):  fp16 d, fp16 m, uint8 qs[16];             x = d * nibble + m
 //     (low nibbles of qs are elements 0..15, high nibbles 16..31)
+//   Q5_0 (22 B / 32):  fp16 d, uint32 qh, uint8 qs[16];           x = d * (nibble | bit << 4) - 16 d
+//   Q5_1 (24 B / 32):  fp16 d, fp16 m, uint32 qh, uint8 qs[16];   x = d * (nibble | bit << 4) + m
+//     (bit i of qh is the fifth bit of element i)
 //   Q4_K (144 B / 256): fp16 d, fp16 dmin, 12 B of 6-bit scales/mins, uint8 qs[128]
+//   Q5_K (176 B / 256): fp16 d, fp16 dmin, 12 B of 6-bit scales/mins, uint8 qh[32], uint8 qs[128]
+//     (Q4_K's layout plus a fifth bit: sub-block j's element l takes bit j of qh[l])
 //   Q6_K (210 B / 256): uint8 ql[128], uint8 qh[64], int8 scales[16], fp16 d
 // The dequantizers here are the plain statement of those layouts; the embedding lookup and
 // the K-quant linear path use them, and the tests check them against gguf's own.
@@ -20,7 +25,7 @@
 namespace pio::cpu {
 
 // ggml type ids (gguf.GGMLQuantizationType).
-enum class QType : int { Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, Q4_K = 12, Q6_K = 14 };
+enum class QType : int { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 
 struct QTypeInfo {
   const char* name;
@@ -32,11 +37,15 @@ inline QTypeInfo qtype_info(int qtype) {
   switch (QType(qtype)) {
     case QType::Q4_0: return {"Q4_0", 32, 18};
     case QType::Q4_1: return {"Q4_1", 32, 20};
+    case QType::Q5_0: return {"Q5_0", 32, 22};
+    case QType::Q5_1: return {"Q5_1", 32, 24};
     case QType::Q8_0: return {"Q8_0", 32, 34};
     case QType::Q4_K: return {"Q4_K", 256, 144};
+    case QType::Q5_K: return {"Q5_K", 256, 176};
     case QType::Q6_K: return {"Q6_K", 256, 210};
   }
-  fail("qtype: unsupported ggml quantization type id ", qtype, " (supported: Q4_0=2, Q4_1=3, Q8_0=8, Q4_K=12, Q6_K=14)");
+  fail("qtype: unsupported ggml quantization type id ", qtype,
+       " (supported: Q4_0=2, Q4_1=3, Q5_0=6, Q5_1=7, Q8_0=8, Q4_K=12, Q5_K=13, Q6_K=14)");
 }
 
 inline float fp16_at(const uint8_t* p) {
@@ -54,6 +63,12 @@ inline void q4_k_scale_min(const uint8_t* s, int j, int& sc, int& mn) {
     sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
     mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
+}
+
+inline uint32_t u32_at(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
 }
 
 // One block of `qtype` at `b` -> block_elems floats at `y`.
@@ -78,6 +93,36 @@ inline void dequantize_block(QType qtype, const uint8_t* b, float* y) {
       for (int i = 0; i < 16; ++i) {
         y[i] = d * (b[4 + i] & 0xF) + m;
         y[i + 16] = d * (b[4 + i] >> 4) + m;
+      }
+      return;
+    }
+    case QType::Q5_0:
+    case QType::Q5_1: {
+      const bool q51 = qtype == QType::Q5_1;
+      const float d = fp16_at(b), m = q51 ? fp16_at(b + 2) : 0.0f;
+      const int off = q51 ? 0 : 16;
+      const uint32_t qh = u32_at(b + (q51 ? 4 : 2));
+      const uint8_t* qs = b + (q51 ? 8 : 6);
+      for (int i = 0; i < 16; ++i) {
+        y[i] = d * (int((qs[i] & 0xF) | ((qh >> i) & 1) << 4) - off) + m;
+        y[i + 16] = d * (int((qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4) - off) + m;
+      }
+      return;
+    }
+    case QType::Q5_K: {
+      const float d = fp16_at(b), dmin = fp16_at(b + 2);
+      const uint8_t* scales = b + 4;
+      const uint8_t* qh = b + 16;
+      const uint8_t* qs = b + 48;
+      for (int c = 0; c < 4; ++c) {  // as Q4_K, each element's fifth bit from qh
+        int sc0, m0, sc1, m1;
+        q4_k_scale_min(scales, 2 * c, sc0, m0);
+        q4_k_scale_min(scales, 2 * c + 1, sc1, m1);
+        const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+        for (int i = 0; i < 32; ++i) {
+          y[64 * c + i] = d0 * int((qs[32 * c + i] & 0xF) | ((qh[i] >> (2 * c)) & 1) << 4) - mm0;
+          y[64 * c + 32 + i] = d1 * int((qs[32 * c + i] >> 4) | ((qh[i] >> (2 * c + 1)) & 1) << 4) - mm1;
+        }
       }
       return;
     }

@@ -2,9 +2,15 @@
 // x [M, K] float32/float16/bfloat16 (row stride allowed), weight uint8 [N, K / 32 * block_bytes]
 // GGUF blocks (quantized_blocks.h), out [M, N] in x's dtype.
 //
-// Decode is memory-bound: the weight must stream at copy bandwidth, so it is never expanded. Two ways to compute, chosen per call:
+// Decode is memory-bound: the weight must stream at copy bandwidth, so it is never expanded. Three
+// ways to compute, chosen per call by input_mode (cpu_ops.h InputMode):
 //
-// quantize_input (Q8_0 / Q4_0 / Q4_1; llama.cpp's scheme): each input row is quantized once per
+// int16 (the default; every type): each input row is quantized once per call to int16 blocks of
+// 32 with a float scale, and each weight block meets it in integer dot products (vpdpwssd /
+// vpmaddwd); quantized_int16.h states the layouts and the error bound (2^-16 of the block max).
+//
+// int8 (Q8_0 / Q4_0 / Q4_1 here; llama.cpp's scheme; the other types run the int16 kernel on
+// int8-range inputs, the same rounding): each input row is quantized once per
 // call to int8 blocks of 32 with a float scale (d = max|x| / 127, q = round(x / d)), then every
 // weight block meets every input block in an integer dot product (AVX2 maddubs+madd, AVX-512BW
 // the same on 64 bytes = 2 blocks, AVX512-VNNI vpdpbusd), scaled by d_w * d_x and accumulated in
@@ -15,7 +21,7 @@
 //
 // exact (every type): weight blocks are dequantized in registers (d * q + m, one rounding) and
 // multiplied with the input widened to float32: the float32 product with the dequantized weight,
-// as a float reference computes it. Q4_K / Q6_K always take this path, through a per-thread row
+// as a float reference computes it. Q5_0 / Q5_1 and the K-quants go through a per-thread row
 // buffer (dequantized once per row and input chunk).
 //
 // Work is split over output rows (each thread streams its own slice of the weight). A weight
@@ -32,7 +38,9 @@
 #include "dispatch.h"
 #include "parallel.h"
 #include "pio/pybind_tensor_view.h"
+#include "cpu_ops.h"
 #include "quantized_blocks.h"
+#include "quantized_int16.h"
 #include "quantized_simd.h"
 #include "vec.h"
 
@@ -119,26 +127,8 @@ struct QuantizedInput {
 
 template <class T>
 void quantize_input_block(const T* x, int8_t* q, float* dl, float* sl) {
-  constexpr int V = VecF::N, NV = kBlock / V;
-  VecF v[NV];
-  VecF amax = VecF::zero(), poison = VecF::zero();
-  for (int i = 0; i < NV; ++i) {
-    v[i] = load(x + i * V);
-    amax = vmax(amax, vabs(v[i]));
-    poison = poison + v[i] * VecF::zero();  // NaN if any element is NaN or infinite
-  }
-  const float mx = reduce_max(amax);
-  float d = mx / 127.0f;
-  const VecF id = VecF::broadcast(mx > 0.0f ? 127.0f / mx : 0.0f);
-  int sum = 0;
-  alignas(64) float r[kBlock];
-  for (int i = 0; i < NV; ++i) store(r + i * V, round_nearest(v[i] * id));
-  for (int i = 0; i < kBlock; ++i) {
-    const int qi = std::isfinite(r[i]) ? int(r[i]) : 0;
-    q[i] = int8_t(qi);
-    sum += qi;
-  }
-  if (std::isnan(reduce_add(poison))) d = NAN;  // a non-finite input makes every output it meets NaN
+  float d;
+  const int sum = quantize_group(x, 127.0f, q, d);
   for (int l = 0; l < kLanesPerBlock; ++l) {
     dl[l] = d;
     sl[l] = d * float(sum);
@@ -265,7 +255,7 @@ void exact_tile(const uint8_t* w, int64_t K, const float* xf, int64_t m0, float*
   for (int m = 0; m < MR; ++m) res[m] = reduce_add(acc[m][0] + acc[m][1]);
 }
 
-// Q4_K / Q6_K: the weight row dequantized (scalar) into a per-thread buffer, reused while the
+// Q5_0 / Q5_1 / K-quants: the weight row dequantized (scalar) into a per-thread buffer, reused while the
 // same row meets further input tiles, then float dot products.
 // `call` numbers the kernel calls: a row is never reused across calls (the weight may have changed).
 template <int MR>
@@ -298,6 +288,13 @@ struct Int8InputKernel {
   int64_t nb;
   template <int MR>
   void tile(const uint8_t* w, int64_t m0, float* res) const { dot_tile<QT, MR>(w, nb, *xq, m0, res); }
+};
+template <QType QT>
+struct Int16InputKernel {
+  const Int16Input* xq;
+  int64_t K;
+  template <int MR>
+  void tile(const uint8_t* w, int64_t m0, float* res) const { int16_tile<QT, MR>(w, K, *xq, m0, res); }
 };
 template <QType QT>
 struct ExactKernel {
@@ -389,20 +386,40 @@ void linear_int8_input(T* out, int64_t os, const T* x, int64_t xs, const uint8_t
 }
 
 template <QType QT, class T>
+void linear_int16_input(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes,
+                        const T* bias, int64_t M, int64_t N, int64_t K, float qmax) {
+  thread_local Int16Input xq;  // reused across calls: decode does not allocate every step
+  quantize_input_i16(xq, x, xs, M, K, qmax);
+  const int64_t xrow = K * int64_t(sizeof(int16_t)) + K / kGroup * 2 * int64_t(sizeof(float));
+  over_output(Int16InputKernel<QT>{&xq, K}, out, os, weight, row_bytes, bias, M, N, xrow);
+}
+
+template <QType QT, class T>
 void linear_exact(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes,
                   const T* bias, int64_t M, int64_t N, int64_t K) {
   const float* xf = widen_input(x, xs, M, K);
   const int64_t xrow = K * int64_t(sizeof(float));
-  if constexpr (QT == QType::Q4_K || QT == QType::Q6_K)
+  if constexpr (QT != QType::Q8_0 && QT != QType::Q4_0 && QT != QType::Q4_1)
     over_output(DequantizedRowKernel{QT, xf, K, ++dequantized_row_calls}, out, os, weight, row_bytes, bias, M, N,
                 xrow);
   else
     over_output(ExactKernel<QT>{xf, K}, out, os, weight, row_bytes, bias, M, N, xrow);
 }
 
+// One type, one input mode.
+template <QType QT, class T>
+void linear_for_type(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* w, int64_t rb, const T* bias, int64_t M,
+                     int64_t N, int64_t K, int input_mode) {
+  constexpr bool byte_kernel = QT == QType::Q8_0 || QT == QType::Q4_0 || QT == QType::Q4_1;
+  if (input_mode == kInputExact) return linear_exact<QT>(out, os, x, xs, w, rb, bias, M, N, K);
+  if (input_mode == kInputInt16) return linear_int16_input<QT>(out, os, x, xs, w, rb, bias, M, N, K, 32767.0f);
+  if constexpr (byte_kernel) return linear_int8_input<QT>(out, os, x, xs, w, rb, bias, M, N, K);
+  else return linear_int16_input<QT>(out, os, x, xs, w, rb, bias, M, N, K, 127.0f);
+}
+
 template <class T>
 void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView& x, const TensorView& weight,
-                           const T* bias, bool quantize_input) {
+                           const T* bias, int input_mode) {
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
   T* op = out.ptr<T>();
   const T* xp = x.ptr<T>();
@@ -415,17 +432,17 @@ void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView&
     return;
   }
   switch (qtype) {
-    case QType::Q8_0:
-      return quantize_input ? linear_int8_input<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K)
-                            : linear_exact<QType::Q8_0>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q4_0:
-      return quantize_input ? linear_int8_input<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K)
-                            : linear_exact<QType::Q4_0>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q4_1:
-      return quantize_input ? linear_int8_input<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K)
-                            : linear_exact<QType::Q4_1>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q4_K: return linear_exact<QType::Q4_K>(op, os, xp, xs, w, rb, bias, M, N, K);
-    case QType::Q6_K: return linear_exact<QType::Q6_K>(op, os, xp, xs, w, rb, bias, M, N, K);
+#define PIO_QTYPE_CASE(Q) \
+  case QType::Q: return linear_for_type<QType::Q>(op, os, xp, xs, w, rb, bias, M, N, K, input_mode);
+    PIO_QTYPE_CASE(Q8_0)
+    PIO_QTYPE_CASE(Q4_0)
+    PIO_QTYPE_CASE(Q4_1)
+    PIO_QTYPE_CASE(Q5_0)
+    PIO_QTYPE_CASE(Q5_1)
+    PIO_QTYPE_CASE(Q4_K)
+    PIO_QTYPE_CASE(Q5_K)
+    PIO_QTYPE_CASE(Q6_K)
+#undef PIO_QTYPE_CASE
   }
 }
 
@@ -433,8 +450,10 @@ void quantized_linear_impl(QType qtype, const TensorView& out, const TensorView&
 
 // Public entry point (declared in cpu_ops.h, called by decoder_step.cpp too).
 void quantized_linear(const TensorView& out, const TensorView& x, const TensorView& weight, int qtype,
-                      const std::optional<TensorView>& bias, bool quantize_input) {
+                      const std::optional<TensorView>& bias, int input_mode) {
   const QTypeInfo info = qtype_info(qtype);
+  PIO_CHECK(input_mode == kInputExact || input_mode == kInputInt8 || input_mode == kInputInt16,
+            "input_mode must be 0 (exact), 1 (int8) or 2 (int16), got ", input_mode);
   check_cpu(x, "x");
   check_float(x, "x");
   check_ndim(x, "x", 2);
@@ -456,7 +475,7 @@ void quantized_linear(const TensorView& out, const TensorView& x, const TensorVi
   check_linear_bias_and_out(bias, out, x, M, N);
   PIO_DISPATCH_FLOAT(x.dtype, "quantized_linear", [&] {
     quantized_linear_impl<scalar_t>(QType(qtype), out, x, weight, bias ? bias->ptr<scalar_t>() : nullptr,
-                                    quantize_input);
+                                    input_mode);
   });
 }
 
@@ -465,11 +484,12 @@ void quantized_linear(const TensorView& out, const TensorView& x, const TensorVi
 PIO_CPU_BINDINGS(quantized_linear) {
   namespace py = pybind11;
   m.def("quantized_linear", &pio::cpu::quantized_linear, py::arg("out"), py::arg("x"), py::arg("weight"),
-        py::arg("qtype"), py::arg("bias"), py::arg("quantize_input"), PIO_NOGIL,
+        py::arg("qtype"), py::arg("bias"), py::arg("input_mode"), PIO_NOGIL,
         "out[m, n] = x[m, :] . dequant(weight)[n, :] (+ bias[n]); x: [M, K] float, weight: uint8 [N, row_bytes] "
-        "GGUF blocks of ggml type qtype (Q4_0=2, Q4_1=3, Q8_0=8, Q4_K=12, Q6_K=14), out: [M, N] in x's dtype. "
-        "quantize_input: x rounded to int8 blocks of 32 and integer dot products (Q8_0/Q4_0/Q4_1; llama.cpp's "
-        "scheme, |error| <= max|x_block| / 254 per element); otherwise exact float32 products");
+        "GGUF blocks of ggml type qtype (Q4_0=2, Q4_1=3, Q5_0=6, Q5_1=7, Q8_0=8, Q4_K=12, Q5_K=13, Q6_K=14), "
+        "out: [M, N] in x's dtype. input_mode: 0 exact float32 products; 1 x rounded to int8 blocks of 32 "
+        "(llama.cpp's scheme, |error| <= max|x_block| / 254 per element); 2 x rounded to int16 blocks of 32 "
+        "(|error| <= max|x_block| / 65534 per element); integer dot products in both");
   m.attr("quantized_vnni") =
 #if defined(__AVX512VNNI__)
       true;

@@ -32,6 +32,7 @@ from .. import _native
 from ..ops import _dispatch
 from ..ops._tensor import DTYPE_CODES, view
 from ..ops.paged_decode_attention import CPU_HEAD_DIM_MULTIPLE, CPU_MAX_HEAD_DIM
+from ..ops.quantized_linear import input_mode_code
 from .attention import PagedAttention
 from .linear import Linear
 from .mlp import GatedMLP
@@ -160,7 +161,8 @@ class FusedDecoder:
         qweight = getattr(module, "qweight", None)
         if isinstance(module, (QuantizedLinear, QuantizedEmbedding)):
             return native.PlanWeight.quantized(self._view(qweight.data, name + ".qweight"), qweight.qtype,
-                                               qweight.shape[1], bias, getattr(module, "quantize_input", False))
+                                               qweight.shape[1], bias,
+                                               input_mode_code(getattr(module, "quantize_input", "none")))
         return native.PlanWeight.dense(self._view(module.weight, name + ".weight"), bias)
 
     def _bind_caches(self, key_caches, value_caches) -> None:

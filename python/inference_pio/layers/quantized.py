@@ -29,9 +29,10 @@ def _cpu_kernel_allowed(device: torch.device) -> bool:
 class QuantizedLinear(nn.Module):
     """``y [T, out] = x [T, in] @ W.T (+ bias)`` with ``W`` a ``QuantizedTensor [out, in]``.
 
-    ``x`` may be float32 / bfloat16 / float16; the output has ``x``'s dtype. Whether x is rounded
-    to int8 blocks first (faster, llama.cpp's scheme) or multiplied exactly follows
-    ``INFERENCE_PIO_QUANTIZE_INPUT`` when the layer is built (``quantize_input`` attribute).
+    ``x`` may be float32 / bfloat16 / float16; the output has ``x``'s dtype. How x meets the
+    blocks (``quantize_input``: ``"int16"``, near-exact, the default; ``"int8"``, llama.cpp's
+    scheme; ``"none"``, exact float products; see ``ops.quantized_linear``) follows
+    ``INFERENCE_PIO_QUANTIZE_INPUT`` when the layer is built and may be set on the attribute.
     """
 
     def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None = None):

@@ -6,16 +6,24 @@ float16 / bfloat16 with a contiguous last dimension, bias ``[N]`` in x's dtype, 
 W's types: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (``quant.SUPPORTED_QTYPES``); others cannot even be built
 into a ``QuantizedTensor`` (``UnsupportedQuantizationError``).
 
-Two ways the linear kernel (csrc/kernels/cpu/quantized_linear.cpp) computes:
+Three ways the linear kernel (csrc/kernels/cpu/quantized_linear.cpp) computes, chosen by
+``quantize_input`` (``"none" | "int16" | "int8"``):
 
-- exact (``quantize_input=False``): each weight row is dequantized to float32 in cache and
-  multiplied with x in float32: the float product with the dequantized weight.
-- int8 input (``quantize_input=True``, Q8_0 / Q4_0 / Q4_1; what llama.cpp does): x is rounded
-  once to int8 blocks of 32 with a float scale, then integer dot products per block. Faster, and
-  off from the exact product by the rounding of x: at most ``max|x_block| / 254`` per element.
+- ``"int16"`` (the default): x is rounded once per call to int16 blocks of 32 with a float scale
+  (``d = max|x_block| / 32767``), then integer dot products per weight block (AVX512-VNNI
+  ``vpdpwssd``, AVX-512BW / AVX2 ``vpmaddwd``) and one float multiply-add per block. Off from the
+  exact product by the rounding of x: at most ``max|x_block| / 65534`` per element (2^-16 of the
+  block's max; bf16 itself rounds at 2^-9 of the value), so greedy answers stay transformers'.
+- ``"int8"`` (llama.cpp's scheme): the same with ``d = max|x_block| / 127``: the byte kernels for
+  Q8_0 / Q4_0 / Q4_1 (twice the elements per instruction), the int16 kernels on int8-range inputs
+  for the other types. At most ``max|x_block| / 254`` per element: enough to flip close greedy
+  choices.
+- ``"none"``: exact, each weight block dequantized to float32 and multiplied with x in float32
+  (the float product with the dequantized weight); the slowest (float FMAs per weight element).
 
-``quantize_input=None`` takes ``INFERENCE_PIO_QUANTIZE_INPUT`` (``1`` / ``0``), default exact: the
-model tests compare with transformers on the same dequantized weights.
+``quantize_input=None`` takes ``INFERENCE_PIO_QUANTIZE_INPUT`` (``none`` / ``int16`` / ``int8``;
+the older ``1`` / ``0`` mean ``int8`` / ``none``), ``int16`` when unset. ``True`` / ``False`` are
+accepted as ``"int8"`` / ``"none"`` (the old boolean argument).
 
 Routing (why): decode (``M <= SMALL_M_MAX`` rows) is memory-bound and the block kernel streams the
 weight once. Prefill is compute-bound, and torch's blocked GEMM (AMX / AVX-512 through oneDNN)
@@ -27,7 +35,7 @@ backend (``use_backend``) bypasses the routing, so the kernel is tested at every
 
 Backends: ``reference`` (the gguf package's dequantizer, then a float32 matmul; float64 for
 float64) and ``cpu``. Backend call conventions: ``quantized_linear: impl(x2d, qweight, bias, out2d,
-quantize_input)``, ``quantized_embedding: impl(ids1d, qweight, out2d)``.
+quantize_input)`` (a mode name), ``quantized_embedding: impl(ids1d, qweight, out2d)``.
 """
 
 from __future__ import annotations
@@ -45,7 +53,13 @@ from .. import _native
 from ..quant import QuantizedTensor
 
 QUANTIZE_INPUT_ENV = "INFERENCE_PIO_QUANTIZE_INPUT"
-#: Types the int8-input path handles (ggml ids of Q4_0, Q4_1, Q8_0); the others always compute exactly.
+#: Input modes by name -> the C++ kernel's ``input_mode`` (cpu_ops.h ``InputMode``).
+INPUT_MODES = {"none": 0, "int8": 1, "int16": 2}
+DEFAULT_INPUT_MODE = "int16"
+#: The largest integer of each rounding mode's blocks.
+INPUT_QMAX = {"int8": 127.0, "int16": 32767.0}
+#: Types whose int8 mode runs the byte kernels (ggml ids of Q4_0, Q4_1, Q8_0); the others run
+#: the int16 kernels on int8-range inputs (the same rounding of x).
 INT8_INPUT_QTYPES = (2, 3, 8)
 Q8_BLOCK = 32
 
@@ -55,36 +69,70 @@ DEQUANT_TILE_BYTES = 2 << 20
 
 _quantized_linear = _dispatch.op("quantized_linear")
 _quantized_embedding = _dispatch.op("quantized_embedding")
+_MODE_CODES = {**INPUT_MODES, False: 0, True: 1}  # the old boolean argument: int8 or exact
+_ENV_ALIASES = {"0": "none", "1": "int8"}
 
 
-def default_quantize_input() -> bool:
-    """``INFERENCE_PIO_QUANTIZE_INPUT``: ``1`` for int8 inputs, ``0`` or unset for exact products."""
-    value = os.environ.get(QUANTIZE_INPUT_ENV, "0")
-    if value not in ("0", "1"):
-        raise ValueError(f"{QUANTIZE_INPUT_ENV}={value!r} must be 0 (exact) or 1 (int8 inputs)")
-    return value == "1"
+def input_mode(value: object) -> str:
+    """``quantize_input`` as a mode name: ``"none" | "int16" | "int8"``, ``True`` -> ``"int8"``,
+    ``False`` -> ``"none"``, ``None`` -> ``INFERENCE_PIO_QUANTIZE_INPUT`` (``default_quantize_input``)."""
+    if value is None:
+        return default_quantize_input()
+    if isinstance(value, bool):
+        return "int8" if value else "none"
+    if value not in INPUT_MODES:
+        raise ValueError(f"quantize_input must be one of {sorted(INPUT_MODES)} (or a bool, or None), got {value!r}")
+    return value
 
 
-def quantize_input_reference(x: torch.Tensor) -> torch.Tensor:
-    """x (``[M, K]``, K a multiple of 32) as the int8-input kernel sees it: per block of 32,
-    ``d = max|x| / 127``, ``q = round_half_even(x * (127 / max|x|))``, value ``q * d``; float32
-    arithmetic, exactly as the kernel does it. Returned in float64."""
+def input_mode_code(value: object) -> int:
+    """The C++ kernels' ``input_mode`` for a mode name or the old boolean."""
+    code = _MODE_CODES.get(value) if isinstance(value, (str, bool)) else None
+    return INPUT_MODES[input_mode(value)] if code is None else code
+
+
+def default_quantize_input() -> str:
+    """``INFERENCE_PIO_QUANTIZE_INPUT``: ``none`` / ``int16`` / ``int8`` (``0`` / ``1``: ``none`` / ``int8``);
+    ``int16`` when unset."""
+    value = os.environ.get(QUANTIZE_INPUT_ENV, DEFAULT_INPUT_MODE)
+    mode = _ENV_ALIASES.get(value, value)
+    if mode not in INPUT_MODES:
+        raise ValueError(f"{QUANTIZE_INPUT_ENV}={value!r} must be none, int16 or int8 (or 0 / 1: none / int8)")
+    return mode
+
+
+def quantize_input_reference(x: torch.Tensor, mode: str = "int8") -> torch.Tensor:
+    """x (``[M, K]``, K a multiple of 32) as the ``mode`` ("int8" / "int16") kernels see it: per
+    block of 32, ``d = max|x| / qmax``, ``q = round_half_even(x * (qmax / max|x|))``, value ``q * d``;
+    float32 arithmetic, exactly as the kernel does it. Returned in float64."""
+    qmax = INPUT_QMAX[mode]
     xf = x.float().reshape(*x.shape[:-1], x.shape[-1] // Q8_BLOCK, Q8_BLOCK)
     amax = xf.abs().amax(dim=-1, keepdim=True)
     # float32 divisions, correctly rounded (via float64: torch may multiply by a reciprocal instead).
-    d = (amax.double() / 127.0).float()
-    inv = torch.where(amax > 0, (127.0 / amax.double()).float(), torch.zeros_like(amax))
+    d = (amax.double() / qmax).float()
+    inv = torch.where(amax > 0, (qmax / amax.double()).float(), torch.zeros_like(amax))
     q = torch.round(xf * inv)
     return (q.double() * d.double()).reshape(x.shape)
 
 
+def input_error_bound(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per element of x (``[..., K]``), how far ``mode`` may move it: half a quantization step,
+    ``max|x_block| / (2 qmax)``, times ``1 + 2^-7`` for the float32 roundings (quantized_int16.h)."""
+    if mode == "none":
+        return torch.zeros_like(x, dtype=torch.float64)
+    blocks = x.double().reshape(*x.shape[:-1], x.shape[-1] // Q8_BLOCK, Q8_BLOCK)
+    step = blocks.abs().amax(-1, keepdim=True) / INPUT_QMAX[mode]
+    return (step / 2 * (1 + 2**-7)).expand_as(blocks).reshape(x.shape)
+
+
 def quantized_linear_reference(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None = None,
-                               quantize_input: bool = False) -> torch.Tensor:
+                               quantize_input: str | bool = "none") -> torch.Tensor:
     """The specification: gguf's dequantized weight, ``x @ W.T (+ bias)`` in float32 (float64 for
-    float64 x), rounded once to x's dtype. ``quantize_input``: x first rounded as the int8-input
-    kernel rounds it (``quantize_input_reference``) for the types that path covers."""
+    float64 x), rounded once to x's dtype. ``quantize_input`` ("int8" / "int16"): x first rounded
+    as those kernels round it (``quantize_input_reference``)."""
     acc = torch.promote_types(x.dtype, torch.float32)
-    xs = quantize_input_reference(x) if quantize_input and qweight.qtype in INT8_INPUT_QTYPES else x
+    mode = input_mode(quantize_input)
+    xs = x if mode == "none" else quantize_input_reference(x, mode)
     y = xs.to(acc) @ qweight.dequantize(acc).to(x.device).T
     if bias is not None:
         y = y + bias.to(acc)
@@ -127,23 +175,23 @@ def _check_linear(x: object, qweight: object, bias: object) -> int:
 
 
 def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None = None, *,
-                     out: torch.Tensor | None = None, quantize_input: bool | None = None) -> torch.Tensor:
+                     out: torch.Tensor | None = None, quantize_input: str | bool | None = None) -> torch.Tensor:
     """``x [..., K] @ dequant(qweight)[N, K].T (+ bias[N])`` -> ``out [..., N]`` in x's dtype.
 
     ``out`` (contiguous, x's dtype) is written and returned (new unless given). ``quantize_input``:
-    see the module docstring (None: ``INFERENCE_PIO_QUANTIZE_INPUT``, default exact).
+    ``"none" | "int16" | "int8"``, see the module docstring (None: ``INFERENCE_PIO_QUANTIZE_INPUT``,
+    default ``"int16"``).
     """
     n = _check_linear(x, qweight, bias)
     out = check_out(out, (*x.shape[:-1], n), x)
     x2 = rows_2d("x", x)
     out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
-    if quantize_input is None:
-        quantize_input = default_quantize_input()
+    quantize_input = input_mode(quantize_input)
     if _dispatch.forced_backend() is None and x2.shape[0] > SMALL_M_MAX and x.device.type == "cpu" \
             and _native.cpu_available():
         quantized_linear_through_tiles(x2, qweight, bias, out2)
     else:
-        _quantized_linear(x.device, x2, qweight, bias, out2, bool(quantize_input))
+        _quantized_linear(x.device, x2, qweight, bias, out2, quantize_input)
     return out
 
 
@@ -200,11 +248,12 @@ def _mm_into(x2, tile, bias, dst):
 
 
 def quantized_linear_cpu_unchecked(x2: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None,
-                                   out2: torch.Tensor, quantize_input: bool) -> None:
+                                   out2: torch.Tensor, quantize_input: str | bool) -> None:
     """The CPU kernel without Python-side validation (the layers' hot path): ``x2 [M, K]``,
-    ``out2 [M, N]``. The C++ kernel still checks every shape, dtype and stride (ValueError)."""
+    ``out2 [M, N]``, ``quantize_input`` a mode name (or the old bool). The C++ kernel still checks
+    every shape, dtype and stride (ValueError)."""
     _native.cpu_module().quantized_linear(view(out2), view(x2), view(qweight.data), qweight.qtype,
-                                          optional_view(bias), quantize_input)
+                                          optional_view(bias), input_mode_code(quantize_input))
 
 
 def quantized_embedding(ids: torch.Tensor, qweight: QuantizedTensor, dtype: torch.dtype = torch.float32, *,

@@ -22,7 +22,7 @@ class UnsupportedQuantizationError(ValueError):
 def _qtypes():
     from gguf import GGMLQuantizationType as Q
 
-    return (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q6_K)
+    return (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q4_K, Q.Q5_K, Q.Q6_K)
 
 
 #: The ggml quantization types our kernels compute with (gguf.GGMLQuantizationType members).
@@ -90,7 +90,7 @@ class QuantizedTensor:
     def quantize(cls, weight: torch.Tensor, qtype: int) -> "QuantizedTensor":
         """Quantizes a float ``[rows, cols]`` matrix with ``gguf.quants.quantize`` (tests, tools).
 
-        The gguf package quantizes only some types (Q8_0, Q4_0, Q4_1 among them); others raise.
+        The gguf package quantizes only some types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 among them); others raise.
         """
         from gguf import GGMLQuantizationType
         from gguf.quants import quantize
