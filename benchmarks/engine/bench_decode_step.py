@@ -6,10 +6,17 @@ prompt; each timed call is the decode step at position 32. The bandwidth bound i
 step must read (every projection weight once, the LM head, the norms) over the machine's copy
 bandwidth (``copy_bandwidth_gbs``); ``fraction_of_copy_bw`` in the results is the share of it reached.
 
+``test_team_sync_cost`` measures what the step spends synchronising its threads: the barriers of
+its one OpenMP team x the cost of a barrier, against as many OpenMP regions x the cost of opening
+one (each kernel opening its own, as before the team), and the two step times interleaved.
+
     pytest benchmarks/engine/bench_decode_step.py --benchmark-warmup=on --benchmark-json=decode_step.json
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import pytest
 import torch
@@ -78,6 +85,60 @@ def _model_source(name: str, request) -> tuple[str, str]:
             pytest.skip(str(e))
     dtype = name.rsplit("-", 1)[1]
     return str(request.getfixturevalue("random_smollm2_folder")), dtype
+
+
+def _plan(model):
+    return fused_decoder_of(model)._plan
+
+
+def interleaved_step_times(model, args, rounds: int) -> dict[str, float]:
+    """Median seconds of the fused step with one OpenMP team per step and with a region per kernel
+    (``DecoderPlan.one_team`` False: the fused step as it ran before), alternating in one loop."""
+    plan, times = _plan(model), {"one_team": [], "region_per_kernel": []}
+    for _ in range(rounds):
+        for key, on in (("one_team", True), ("region_per_kernel", False)):
+            plan.one_team = on
+            start = time.perf_counter()
+            model(*args)
+            times[key].append(time.perf_counter() - start)
+    plan.one_team = True
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
+def test_team_sync_cost(benchmark, request, monkeypatch):
+    """What one decode step spends on synchronisation: barriers per step x the measured cost of one
+    barrier (one team), against OpenMP regions per step x the cost of opening one (a region per
+    kernel), and both step times measured interleaved. Recorded in ``extra_info``."""
+    from inference_pio import _native
+
+    source, dtype = _model_source("random-float32", request)
+    handle = inference_pio.load(source, dtype=dtype, max_seq_len=PROMPT_TOKENS + 8, max_batch_size=1)
+    try:
+        model, args = prepared_step(handle)
+        monkeypatch.setenv(FUSED_DECODE_ENV, "1")
+        model(*args)
+        plan, native = _plan(model), _native.cpu_module()
+        threads = native.num_threads()
+        benchmark.group = "decode step synchronisation random-float32"
+        benchmark(model, *args)
+        barriers = plan.last_barriers
+        plan.one_team = False
+        before = native.regions_opened()
+        model(*args)
+        regions = native.regions_opened() - before
+        plan.one_team = True
+        barrier_s, region_s = native.team_sync_cost(threads, 2000)
+        steps = interleaved_step_times(model, args, rounds=20)
+        benchmark.extra_info.update(
+            threads=threads, barriers_per_step=barriers, regions_per_step_without_team=regions,
+            barrier_us=round(barrier_s * 1e6, 3), region_us=round(region_s * 1e6, 3),
+            team_sync_ms_per_step=round(barriers * barrier_s * 1e3, 4),
+            regions_sync_ms_per_step=round(regions * region_s * 1e3, 4),
+            step_ms_one_team=round(steps["one_team"] * 1e3, 3),
+            step_ms_region_per_kernel=round(steps["region_per_kernel"] * 1e3, 3))
+        print(benchmark.extra_info)
+    finally:
+        handle.close()
 
 
 @pytest.mark.parametrize("path", ["fused", "per_op"])

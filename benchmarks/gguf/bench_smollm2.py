@@ -125,17 +125,22 @@ _LLAMA_CPP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def measure_llama_cpp(python: str, path: Path, chat, long_prompt, threads: int, repeats: int) -> dict:
-    done = subprocess.run([python, "-c", _LLAMA_CPP_SCRIPT, str(path), str(threads), str(repeats), str(NEW_TOKENS)],
+def measure_llama_cpp(python: str, path: Path, chat, long_prompt, threads: int, repeats: int,
+                      new_tokens: int | None = None) -> dict:
+    new_tokens = NEW_TOKENS if new_tokens is None else new_tokens
+    done = subprocess.run([python, "-c", _LLAMA_CPP_SCRIPT, str(path), str(threads), str(repeats), str(new_tokens)],
                           input=json.dumps([chat, long_prompt]), capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def decode_bytes(path: Path) -> int:
-    """Bytes of weights one decode step reads: every matrix once (tied embedding: as the LM head)."""
+    """Bytes of weights one decode step reads: every matrix once; the embedding table only when it
+    is also the LM head (tied), else one row a token (left out)."""
     from inference_pio.weights import open_gguf
 
-    return sum(int(t.n_bytes) for t in open_gguf(path).tensors)
+    tensors = open_gguf(path).tensors
+    untied = any(t.name == "output.weight" for t in tensors)
+    return sum(int(t.n_bytes) for t in tensors if not (untied and t.name == "token_embd.weight"))
 
 
 def report(results: dict, meta: dict, out: Path) -> str:
