@@ -1,4 +1,4 @@
-"""``torchrun -m inference_pio.distributed.tp_serve``: two ranks serve the OpenAI API like one process."""
+"""``pio serve --tensor-parallel-size 2``: two ranks serve the OpenAI API like one process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+import torch
 
 from tests.server.chat_checkpoint import write_chat_checkpoint
 from tests.server.serving import free_port
@@ -18,17 +19,17 @@ REPO = __file__.rsplit("/tests/", 1)[0]
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the ranks use NCCL, one GPU each")
 def test_two_ranks_answer_what_one_process_answers(tmp_path):
     import inference_pio
     from openai import OpenAI
 
     ckpt = write_chat_checkpoint(tmp_path / "tiny")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                             "--master-port", str(free_port()), "-m", "inference_pio.distributed.tp_serve", str(ckpt),
-                             "--port", str(port), "--dtype", "float32", "--device", "cpu", "--max-seq-len", "256",
-                             "--max-batch-size", "4",
-                             "--log-level", "warning"],
+    # pio serve --tensor-parallel-size 2 runs torchrun -m inference_pio.distributed.tp_serve in its process.
+    proc = subprocess.Popen([sys.executable, "-m", "inference_pio", "serve", str(ckpt), "--tensor-parallel-size", "2",
+                             "--port", str(port), "--dtype", "float32", "--max-seq-len", "256",
+                             "--max-batch-size", "4", "--api-key", "secret", "--log-level", "warning"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -43,7 +44,7 @@ def test_two_ranks_answer_what_one_process_answers(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the tensor-parallel server did not come up"
             time.sleep(0.5)
-        client = OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
+        client = OpenAI(base_url=f"{base}/v1", api_key="secret", max_retries=0, timeout=120)
         messages = [{"role": "user", "content": "Hello there"}]
         answers = [client.chat.completions.create(model="tiny", messages=messages, max_tokens=10, temperature=0,
                                                   extra_body={"ignore_eos": True}).choices[0].message.content
@@ -54,7 +55,7 @@ def test_two_ranks_answer_what_one_process_answers(tmp_path):
         local.close()
         assert answers == [expected.text, expected.text]
     finally:
-        proc.send_signal(signal.SIGTERM)  # torchrun passes it on; rank 0 stops the follower
+        proc.send_signal(signal.SIGTERM)  # torchrun (inside pio) passes it on; rank 0 stops the follower
         try:
             output, _ = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:

@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         ray_address: str = typer.Option(None, "--ray-address",
                                         help="Run the replicas on this Ray cluster (HOST:PORT of `ray start --head`) "
                                              "instead of a local Ray instance; --replicas defaults to 1."),
+        tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", min=1,
+                                                 help="Split the model over N local processes (torchrun, gloo on "
+                                                      "CPU / NCCL on GPU); Llama-family safetensors checkpoints."),
         dtype: str = opt.Dtype,
         max_seq_len: int = opt.MaxSeqLen,
         log_level: str = typer.Option("info", "--log-level"),
@@ -49,6 +52,12 @@ def register(app: typer.Typer) -> None:
         load_options = dict(max_batch_size=max_batch_size, enable_prefix_caching=prefix_caching,
                             **opt.load_options(dtype, max_seq_len))
         served_name, aliases = served_names(name, model_spec, path)
+        if tensor_parallel_size > 1:
+            from ..distributed.tp_serve import launch, serve_argv
+
+            return launch(tensor_parallel_size, serve_argv(
+                path, served_name, host, port, api_key, dtype, max_seq_len, max_batch_size, max_request_bytes,
+                prefix_caching, log_level, embedding_model=embedding_model, replicas=replicas or ray_address))
         if replicas or ray_address:
             from ..distributed import serve_replicas
             from ..distributed.spec import ReplicaSpec

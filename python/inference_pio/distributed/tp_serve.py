@@ -1,6 +1,7 @@
 """``pio serve`` over tensor-parallel ranks, one process per rank, started by torchrun:
 
     torchrun --nproc-per-node 2 -m inference_pio.distributed.tp_serve MODEL --port 8000
+    pio serve MODEL --tensor-parallel-size 2 --port 8000      # the same, torchrun started by pio
 
 Every rank joins the group (gloo on CPU, NCCL on GPU) and loads its shards of MODEL (a safetensors
 checkpoint of the Llama family); rank 0 runs the engine and the HTTP server, the other ranks follow
@@ -40,6 +41,40 @@ class TensorParallelRank:
         return LeaderModel(model)
 
 
+def launch(size: int, argv: list[str]) -> int:
+    """``pio serve --tensor-parallel-size N``: torchrun's launcher, in this process, starting N local ranks."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(size), "-m", __name__, *argv])
+    except SignalException:  # Ctrl-C / SIGTERM: torchrun has stopped the ranks (rank 0 stops the others)
+        return 0
+    except ChildFailedError as e:
+        raise RuntimeError(f"a tensor-parallel rank failed: {e.get_first_failure()[1].message}") from None
+    return 0
+
+
+def serve_argv(path, name: str, host: str, port: int, api_key: str | None, dtype: str, max_seq_len: int | None,
+               max_batch_size: int, max_request_bytes: int, prefix_caching: bool, log_level: str,
+               embedding_model: str | None = None, replicas=None) -> list[str]:
+    """``pio serve``'s options as this module's arguments; what TP cannot do yet is refused by name."""
+    if embedding_model or replicas:
+        raise ValueError("--tensor-parallel-size cannot be combined with --embedding-model, --replicas or "
+                         "--ray-address yet")
+    argv = [str(path), "--name", name, "--host", host, "--port", str(port), "--dtype", dtype,
+            "--max-batch-size", str(max_batch_size), "--max-request-bytes", str(max_request_bytes),
+            "--log-level", log_level]
+    if max_seq_len:
+        argv += ["--max-seq-len", str(max_seq_len)]
+    if not prefix_caching:
+        argv.append("--no-prefix-caching")
+    if api_key:  # through the environment, not the command line other users can read
+        os.environ["PIO_API_KEY"] = api_key
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="torchrun ... -m inference_pio.distributed.tp_serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--timeout", type=float, default=60, help="seconds a collective waits for a silent rank")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--max-request-bytes", type=int)
+    p.add_argument("--no-prefix-caching", action="store_true")
     args = p.parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
@@ -63,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     init_tensor_parallel(rank, world, "env://", args.backend or ("nccl" if gpu else "gloo"), args.timeout)
     from .. import load
 
-    options = {"max_batch_size": args.max_batch_size, "tensor_parallel_size": world}
+    options = {"max_batch_size": args.max_batch_size, "tensor_parallel_size": world,
+               "enable_prefix_caching": not args.no_prefix_caching}
     if args.max_seq_len:
         options["max_seq_len"] = args.max_seq_len
     device = f"cuda:{torch.cuda.current_device()}" if gpu else "cpu"
@@ -90,7 +128,8 @@ def _serve(model, args) -> int:
 
     leader.start_heartbeat(args.timeout / 4, lost)
     name = args.name or os.path.basename(os.path.normpath(args.model))
-    app = create_app(ServerState(ServedModel(name, model, model.async_engine()), None, args.api_key))
+    limit = {"max_request_bytes": args.max_request_bytes} if args.max_request_bytes else {}
+    app = create_app(ServerState(ServedModel(name, model, model.async_engine()), None, args.api_key), **limit)
     print(f"serving {name} on http://{args.host}:{args.port}/v1 over {dist.get_world_size()} tensor-parallel ranks",
           file=sys.stderr, flush=True)
     # uvicorn re-raises the SIGTERM it caught once it has shut down: a Python handler turns it into SystemExit,
