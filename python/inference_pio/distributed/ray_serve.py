@@ -28,6 +28,7 @@ from .spec import ReplicaSpec
 log = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-pio-replica"
+APP_NAME = "inference-pio"
 _REPLICA_DOWN = (RayActorError, ActorUnavailableError)
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -147,18 +148,26 @@ def build_app(spec: ReplicaSpec, replicas: int, policy: str = "prefix", cpus_per
 
 def serve_replicas(spec: ReplicaSpec, replicas: int, host: str, port: int, ray_address: str | None = None,
                    log_level: str = "info", **options) -> None:
-    """Starts (or joins, with ``ray_address``) Ray, runs the application on ``host:port`` until interrupted."""
+    """Starts a local Ray instance (or joins ``ray_address``) and serves on ``host:port`` until interrupted
+    (Ctrl-C or SIGTERM); then removes the application, and stops Ray only if it started it."""
+    import signal
+    import sys
+
     import ray
 
-    ray.init(address=ray_address)
+    ray.init(address=ray_address or "local")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so the cleanup below runs on SIGTERM too
     verbose = log_level.lower() in ("debug", "trace")  # uvicorn's levels; trace is not Python's
     logging_config = {"log_level": "DEBUG" if verbose else log_level.upper(), "enable_access_log": verbose}
     try:
         serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
-        serve.run(build_app(spec, replicas, **options), name="inference-pio", route_prefix="/", blocking=True,
+        serve.run(build_app(spec, replicas, **options), name=APP_NAME, route_prefix="/", blocking=True,
                   logging_config=logging_config)
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        if ray_address:  # a shared cluster: leave its Serve instance and other applications running
+            serve.delete(APP_NAME)
+        else:
+            serve.shutdown()
         ray.shutdown()
