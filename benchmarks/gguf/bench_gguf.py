@@ -15,7 +15,8 @@ batch B the step yields B tokens. Results: ``--out`` .md (tables, ratios, target
     python -m benchmarks.gguf.bench_gguf --threads 2 --llama-cpp-python /tmp/llama-venv/bin/python \\
         --out benchmarks/results/gguf-cpu-$(date +%F).md
 
-``--smoke`` checks the harness in a minute: tiny random shapes, a few tokens, one repeat.
+``--smoke`` checks the harness in a minute: tiny random shapes, a few tokens, one repeat. How to
+build llama-bench and give llama-cpp-python the same library: ``llama_bench.py``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ Built from the same vendored source as llama-cpp-python (never our dependency), 
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
     cmake --build build --target llama-bench -j
 
-and found through ``--llama-bench PATH`` or ``LLAMA_BENCH=PATH``. It measures one sequence:
+and found through ``--llama-bench PATH`` or ``LLAMA_BENCH=PATH`` (``LLAMA_BENCH_ARGS`` adds options).
+The same build serves llama-cpp-python without a second compile: copy the sdist's ``llama_cpp``
+package into a virtual environment (with numpy, typing-extensions, diskcache, jinja2) and point
+``LLAMA_CPP_LIB_PATH`` at ``build/bin`` (e.g. from the environment's ``sitecustomize.py``). It measures one sequence:
 ``-p N`` a prompt of N tokens in one batch, ``-n N`` N tokens generated one at a time.
 """
 
@@ -21,6 +24,7 @@ import subprocess
 from pathlib import Path
 
 LLAMA_BENCH_ENV = "LLAMA_BENCH"
+LLAMA_BENCH_ARGS_ENV = "LLAMA_BENCH_ARGS"  # extra options, e.g. "--repack 0" where repacking fails
 
 
 def find_llama_bench(path: str | None) -> Path | None:
@@ -33,6 +37,7 @@ def find_llama_bench(path: str | None) -> Path | None:
 
 def _run(binary: Path, model: Path, threads: int, repeats: int, args: list[str]) -> dict:
     cmd = [str(binary), "-m", str(model), "-t", str(threads), "-r", str(repeats), "-o", "json", *args]
+    cmd += os.environ.get(LLAMA_BENCH_ARGS_ENV, "").split()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
     rows = json.loads(done.stdout)
     if len(rows) != 1:
