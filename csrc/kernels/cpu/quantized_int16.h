@@ -214,12 +214,12 @@ void int16_tile(const uint8_t* w, int64_t K, const Int16Input& xq, int64_t m0, f
   const QTypeInfo info = qtype_info(int(QT));
   constexpr int G = groups_per_block<QT>();
   VecF acc[MR][2];
-  float corr[MR];
+  float corr[MR][2];  // the min terms, in two chains as well (a scalar add's latency per group otherwise)
   const int16_t* xr[MR];
   const float *dr[MR], *sr[MR];
   for (int r = 0; r < MR; ++r) {
     acc[r][0] = acc[r][1] = VecF::zero();
-    corr[r] = 0.0f;
+    corr[r][0] = corr[r][1] = 0.0f;
     xr[r] = xq.q_row(m0 + r);
     dr[r] = xq.d_row(m0 + r);
     sr[r] = xq.s_row(m0 + r);
@@ -231,7 +231,7 @@ void int16_tile(const uint8_t* w, int64_t K, const Int16Input& xq, int64_t m0, f
       const int64_t xg = b * G + g;
       for (int r = 0; r < MR; ++r) {
         acc[r][c] = fmadd(dot_i16(wv, xr[r] + xg * kGroup), VecF::broadcast(s * dr[r][xg]), acc[r][c]);
-        if constexpr (has_min<QT>()) corr[r] += m * sr[r][xg];
+        if constexpr (has_min<QT>()) corr[r][c] += m * sr[r][xg];
       }
     });
   };
@@ -242,7 +242,7 @@ void int16_tile(const uint8_t* w, int64_t K, const Int16Input& xq, int64_t m0, f
     step(b + 1, 1);
   }
   if (b < nb) step(b, 0);
-  for (int r = 0; r < MR; ++r) res[r] = reduce_add(acc[r][0] + acc[r][1]) + corr[r];
+  for (int r = 0; r < MR; ++r) res[r] = reduce_add(acc[r][0] + acc[r][1]) + (corr[r][0] + corr[r][1]);
 }
 
 }  // namespace pio::cpu
