@@ -310,8 +310,8 @@ def torch_threads():
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_one_thread_team_per_step_matches_per_op_step_on_any_thread_count(gqa_folder, monkeypatch, torch_threads,
-                                                                          threads):
+def test_one_thread_team_per_step_matches_per_op_step_on_any_thread_count(gqa_folder, biased_folder, monkeypatch,
+                                                                          torch_threads, threads):
     """The fused step runs as one OpenMP team (projections shared out by rows, the small ops split
     inside, split-K attention merging through one shared buffer): any team size gives the per-op result."""
     torch_threads(threads)
@@ -323,6 +323,9 @@ def test_one_thread_team_per_step_matches_per_op_step_on_any_thread_count(gqa_fo
     quantize_model(plugin.model, False)
     forget_fused_decoder(plugin.model)
     assert_float32_close(*reversed(fused_and_unfused_decode(plugin, monkeypatch, 3, steps=3)))
+    # Biases: each thread's share of the rows takes its share of the bias.
+    biased = load_plugin(Llama_Plugin, biased_folder)
+    assert_float32_close(*reversed(fused_and_unfused_decode(biased, monkeypatch, 3, steps=3)))
 
 
 def test_bad_quantized_weights_are_named(tiny_model):
