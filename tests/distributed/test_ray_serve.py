@@ -27,7 +27,8 @@ def cluster(tmp_path_factory):
     from inference_pio.distributed.spec import ReplicaSpec
 
     spec = ReplicaSpec(str(write_chat_checkpoint(tmp_path_factory.mktemp("ray"), 1024)), "tiny",
-                       {"dtype": "float32", "max_seq_len": 1024, "max_batch_size": 4}, api_key=KEY)
+                       {"dtype": "float32", "max_seq_len": 1024, "max_batch_size": 4}, api_key=KEY,
+                       max_request_bytes=4096)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     try:
@@ -83,6 +84,10 @@ def check_routing_and_api(cluster, client):
         client.completions.create(model="nope", prompt="x", max_tokens=1)
     with pytest.raises(AuthenticationError):
         client.with_options(api_key="wrong").models.list()
+    big = httpx.post(f"{cluster}/v1/completions", content=b'{"prompt": "' + b"x" * 5000 + b'"}',
+                     headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"}, timeout=30)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    assert "x-pio-replica" not in big.headers  # refused by the ingress, before any replica
     metrics = httpx.get(f"{cluster}/metrics", timeout=30).text
     assert 'pio_prompt_tokens_total{replica="0"}' in metrics and 'pio_prompt_tokens_total{replica="1"}' in metrics
     assert 'pio_routed_requests_total{reason="prefix",replica=' in metrics

@@ -10,7 +10,6 @@ requests it held fail with a 503 (or an SSE error event mid-stream) naming the r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 from ray import serve
@@ -20,6 +19,8 @@ from starlette.responses import Response, StreamingResponse
 
 from prometheus_client import CollectorRegistry, Counter
 
+from ..server.body_limit import DEFAULT_MAX_REQUEST_BYTES
+from ..server.errors import error_response
 from .asgi_call import call_asgi
 from .metrics_merge import merge_replica_metrics
 from .routing import PrefixRouter, routing_text
@@ -56,8 +57,10 @@ class EngineReplica:
 class Ingress:
     """The one HTTP entry: routes each request to a replica and relays its answer."""
 
-    def __init__(self, replicas: list, policy: str = "prefix", max_inflight: int = 32, imbalance: int = 4):
+    def __init__(self, replicas: list, policy: str = "prefix", max_inflight: int = 32, imbalance: int = 4,
+                 max_request_bytes: int | None = None):
         self._replicas = replicas
+        self._max_bytes = max_request_bytes or DEFAULT_MAX_REQUEST_BYTES
         self._router = PrefixRouter(len(replicas), policy, max_inflight=max_inflight, imbalance=imbalance)
         self._registry = CollectorRegistry()
         self._routed = Counter("pio_routed_requests", "requests routed, by replica and reason "
@@ -70,7 +73,10 @@ class Ingress:
         path = request.url.path
         if path == "/metrics":
             return Response(await self._metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
-        body = await request.body()
+        body = await self._body(request)
+        if body is None:  # the replicas would refuse it too: the ingress never buffers more than the limit
+            return error_response(413, f"the request body is larger than this server accepts ({self._max_bytes} "
+                                       "bytes; see pio serve --max-request-bytes)", code="request_too_large")
         replica, reason = self._router.choose(routing_text(path, body))
         self._routed.labels(str(replica), reason).inc()
         headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_HEADERS]
@@ -96,6 +102,19 @@ class Ingress:
             return Response(content, status_code=start["status"], headers=out_headers)
         return StreamingResponse(self._relay(stream, replica), status_code=start["status"], headers=out_headers)
 
+    async def _body(self, request: Request) -> bytes | None:
+        """The body, or None as soon as it is known to pass ``max_request_bytes``."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            return None
+        chunks, seen = [], 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > self._max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _relay(self, stream, replica: int):
         try:
             async for chunk in stream:
@@ -117,9 +136,9 @@ class Ingress:
         else:
             log.error("replica %d failed: %s", replica, error)
             message, status, code = f"replica {replica} failed: {type(error).__name__}", 500, "replica_error"
-        body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-        return Response(json.dumps(body).encode(), status_code=status, media_type="application/json",
-                        headers={REPLICA_HEADER: str(replica)})
+        response = error_response(status, message, "server_error", code=code)
+        response.headers[REPLICA_HEADER] = str(replica)
+        return response
 
     async def _metrics(self) -> bytes:
         async def scrape(i):
@@ -143,7 +162,7 @@ def build_app(spec: ReplicaSpec, replicas: int, policy: str = "prefix", cpus_per
                for i in range(replicas)]
     ingress = serve.deployment(Ingress, name="ingress", num_replicas=1, ray_actor_options={"num_cpus": 0},
                                max_ongoing_requests=10_000)
-    return ingress.bind(engines, policy, max_inflight, imbalance)
+    return ingress.bind(engines, policy, max_inflight, imbalance, spec.max_request_bytes)
 
 
 def serve_replicas(spec: ReplicaSpec, replicas: int, host: str, port: int, ray_address: str | None = None,
