@@ -66,7 +66,7 @@ def warm_up(engine) -> None:
         return
     seq = object()
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # as the models step: inference_mode would mark buffers made here read-only to later steps
             ids = torch.zeros(1, dtype=torch.int64, device=cache.device)
             cache.allocate(seq, 1)
             meta = cache.build_metadata([seq], [1])
