@@ -145,10 +145,10 @@ def test_team_sync_cost(benchmark, request, monkeypatch):
 @pytest.mark.parametrize("model_name", ["random-float32", "random-bfloat16", "smollm2-q4_1-gguf"])
 def test_decode_step(benchmark, record, request, monkeypatch, model_name, path):
     source, dtype = _model_source(model_name, request)
+    monkeypatch.setenv(FUSED_DECODE_ENV, "1" if path == "fused" else "0")  # before the warm-up at load
     handle = inference_pio.load(source, dtype=dtype, max_seq_len=PROMPT_TOKENS + 8, max_batch_size=1)
     try:
         model, args = prepared_step(handle)
-        monkeypatch.setenv(FUSED_DECODE_ENV, "1" if path == "fused" else "0")
         benchmark.group = f"decode step {model_name}"
         logits = benchmark(model, *args)
         assert logits.shape == (1, model.config.vocab_size) and torch.isfinite(logits).all()
