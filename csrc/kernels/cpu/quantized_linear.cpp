@@ -67,6 +67,7 @@ inline IVec dot_u8s8(IVec u, IVec s) {
 #endif
 }
 inline IVec abs_i8(IVec w) { return _mm512_abs_epi8(w); }
+inline IVec shl8_add(IVec hi, IVec lo) { return _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo); }  // 256 hi + lo
 inline IVec sign_like(IVec x, IVec w) {  // x * sign(w) (w = 0 is covered by |w| = 0)
   return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
 }
@@ -98,6 +99,7 @@ inline IVec load_i(const void* p) { return _mm256_loadu_si256(reinterpret_cast<c
 inline VecF to_vecf(IVec a) { return _mm256_cvtepi32_ps(a); }
 inline IVec dot_u8s8(IVec u, IVec s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
 inline IVec abs_i8(IVec w) { return _mm256_abs_epi8(w); }
+inline IVec shl8_add(IVec hi, IVec lo) { return _mm256_add_epi32(_mm256_slli_epi32(hi, 8), lo); }
 inline IVec sign_like(IVec x, IVec w) { return _mm256_sign_epi8(x, w); }
 inline IVec unpack_nibbles(const uint8_t* p0, const uint8_t*) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p0));
@@ -113,11 +115,18 @@ static_assert(VecF::N == kBlocksPerVec * kLanesPerBlock, "one float lane per int
 // Per row, per block b: q[32 b .. 32 b + 31], and per int32 lane of that block the float
 // scale d (dl) and d * sum(q) (sl), so the tile loop loads them as vectors. The block count is
 // padded to whole vectors with zero blocks (d = 0), which contribute nothing.
+// split: the int16 input mode on the byte kernel (Q4_0 / Q4_1): each int16 value q (|q| <= 32767)
+// is kept as q = 256 hi + lo, hi = q >> 8 in q (signed), lo = q & 255 in lo (unsigned), and the
+// block dot is 256 dot(nibbles, hi) + dot(lo, nibbles): two byte dots per 64 elements instead of
+// widening the nibbles to int16, the same integers as the int16 kernel (quantized_int16.h).
 struct QuantizedInput {
   int64_t blocks = 0;  // padded
+  bool split = false;
   std::vector<int8_t> q;
+  std::vector<uint8_t> lo;
   std::vector<float> dl, sl;
   const int8_t* q_row(int64_t m) const { return q.data() + m * blocks * kBlock; }
+  const uint8_t* lo_row(int64_t m) const { return lo.data() + m * blocks * kBlock; }
   const float* d_row(int64_t m) const { return dl.data() + m * blocks * kLanesPerBlock; }
   const float* s_row(int64_t m) const { return sl.data() + m * blocks * kLanesPerBlock; }
   int8_t* q_row(int64_t m) { return q.data() + m * blocks * kBlock; }
@@ -126,9 +135,19 @@ struct QuantizedInput {
 };
 
 template <class T>
-void quantize_input_block(const T* x, int8_t* q, float* dl, float* sl) {
+void quantize_input_block(const T* x, int8_t* q, uint8_t* lo, float* dl, float* sl) {
   float d;
-  const int sum = quantize_group(x, 127.0f, q, d);
+  int sum;
+  if (lo) {
+    int16_t q16[kBlock];
+    sum = quantize_group(x, 32767.0f, q16, d);
+    for (int i = 0; i < kBlock; ++i) {
+      q[i] = int8_t(q16[i] >> 8);  // floor(q / 256): -128 .. 127
+      lo[i] = uint8_t(q16[i] & 0xFF);
+    }
+  } else {
+    sum = quantize_group(x, 127.0f, q, d);
+  }
   for (int l = 0; l < kLanesPerBlock; ++l) {
     dl[l] = d;
     sl[l] = d * float(sum);
@@ -136,17 +155,20 @@ void quantize_input_block(const T* x, int8_t* q, float* dl, float* sl) {
 }
 
 template <class T>
-void quantize_input(QuantizedInput& xq, const T* x, int64_t xs, int64_t M, int64_t K) {
+void quantize_input(QuantizedInput& xq, const T* x, int64_t xs, int64_t M, int64_t K, bool split) {
   const int64_t nb = K / kBlock;
   xq.blocks = (nb + kBlocksPerVec - 1) / kBlocksPerVec * kBlocksPerVec;
+  xq.split = split;
   xq.q.assign(size_t(M * xq.blocks * kBlock), 0);
+  xq.lo.assign(split ? size_t(M * xq.blocks * kBlock) : 0, 0);
   xq.dl.assign(size_t(M * xq.blocks * kLanesPerBlock), 0.0f);
   xq.sl.assign(size_t(M * xq.blocks * kLanesPerBlock), 0.0f);
   parallel_for(M, std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(K, 1)), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m)
       for (int64_t b = 0; b < nb; ++b)
-        quantize_input_block(x + m * xs + b * kBlock, xq.q_row(m) + b * kBlock, xq.d_row(m) + b * kLanesPerBlock,
-                             xq.s_row(m) + b * kLanesPerBlock);
+        quantize_input_block(x + m * xs + b * kBlock, xq.q_row(m) + b * kBlock,
+                             split ? xq.lo.data() + (m * xq.blocks + b) * kBlock : nullptr,
+                             xq.d_row(m) + b * kLanesPerBlock, xq.s_row(m) + b * kLanesPerBlock);
   });
 }
 
@@ -183,12 +205,14 @@ constexpr float correction() {
   return QT == QType::Q4_0 ? -8.0f / kLanesPerBlock : QT == QType::Q4_1 ? 1.0f / kLanesPerBlock : 0.0f;
 }
 
-template <QType QT, int MR>
+template <QType QT, int MR, bool Split>
 inline void accumulate_step(const WeightStep& s, const QuantizedInput& xq, int64_t m0, int64_t b, VecF* acc,
                             VecF* corr) {
+  static_assert(!Split || QT != QType::Q8_0, "split inputs need unsigned weight bytes (nibbles)");
   for (int m = 0; m < MR; ++m) {
     const IVec xv = load_i(xq.q_row(m0 + m) + b * kBlock);
-    const IVec isum = QT == QType::Q8_0 ? dot_u8s8(s.u, sign_like(xv, s.w)) : dot_u8s8(s.u, xv);
+    IVec isum = QT == QType::Q8_0 ? dot_u8s8(s.u, sign_like(xv, s.w)) : dot_u8s8(s.u, xv);
+    if constexpr (Split) isum = shl8_add(isum, dot_u8s8(load_i(xq.lo_row(m0 + m) + b * kBlock), s.u));
     const VecF xd = load(xq.d_row(m0 + m) + b * kLanesPerBlock);
     acc[m] = fmadd(to_vecf(isum), s.d * xd, acc[m]);
     if constexpr (QT != QType::Q8_0) {
@@ -199,7 +223,7 @@ inline void accumulate_step(const WeightStep& s, const QuantizedInput& xq, int64
 }
 
 // res[m] = dot(dequant(weight row), x row m0 + m) for m < MR; nb: real (unpadded) blocks.
-template <QType QT, int MR>
+template <QType QT, int MR, bool Split>
 void dot_tile(const uint8_t* w, int64_t nb, const QuantizedInput& xq, int64_t m0, float* res) {
   constexpr int B = block_bytes<QT>();
   VecF acc[MR], corr[MR];
@@ -207,12 +231,12 @@ void dot_tile(const uint8_t* w, int64_t nb, const QuantizedInput& xq, int64_t m0
   int64_t b = 0;
   for (; b + kBlocksPerVec <= nb; b += kBlocksPerVec) {
     const uint8_t* p = w + b * B;
-    accumulate_step<QT, MR>(load_step<QT>(p, p + B), xq, m0, b, acc, corr);
+    accumulate_step<QT, MR, Split>(load_step<QT>(p, p + B), xq, m0, b, acc, corr);
   }
   if (b < nb) {  // AVX-512, odd block count: the last block and a zero block (d = 0), never past the row
     alignas(64) uint8_t tail[2 * B] = {};
     std::memcpy(tail, w + b * B, B);
-    accumulate_step<QT, MR>(load_step<QT>(tail, tail + B), xq, m0, b, acc, corr);
+    accumulate_step<QT, MR, Split>(load_step<QT>(tail, tail + B), xq, m0, b, acc, corr);
   }
   for (int m = 0; m < MR; ++m) {
     res[m] = reduce_add(acc[m]);
@@ -282,12 +306,12 @@ void dequantized_row_tile(QType qtype, const uint8_t* w, int64_t K, const float*
 
 // ---- Driving the tiles over the output. ----
 // A kernel: `template <int MR> void tile(const uint8_t* weight_row, int64_t m0, float* res) const`.
-template <QType QT>
+template <QType QT, bool Split>
 struct Int8InputKernel {
   const QuantizedInput* xq;
   int64_t nb;
   template <int MR>
-  void tile(const uint8_t* w, int64_t m0, float* res) const { dot_tile<QT, MR>(w, nb, *xq, m0, res); }
+  void tile(const uint8_t* w, int64_t m0, float* res) const { dot_tile<QT, MR, Split>(w, nb, *xq, m0, res); }
 };
 template <QType QT>
 struct Int16InputKernel {
@@ -376,13 +400,14 @@ QuantizedInput& input_scratch() {
   return buf;
 }
 
-template <QType QT, class T>
+// Split: int16 inputs as two bytes (Q4_0 / Q4_1), else int8 inputs.
+template <QType QT, bool Split, class T>
 void linear_int8_input(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* weight, int64_t row_bytes,
                        const T* bias, int64_t M, int64_t N, int64_t K) {
   QuantizedInput& xq = input_scratch();
-  quantize_input(xq, x, xs, M, K);
-  const int64_t xrow = xq.blocks * (kBlock + 2 * kLanesPerBlock * int64_t(sizeof(float)));
-  over_output(Int8InputKernel<QT>{&xq, K / kBlock}, out, os, weight, row_bytes, bias, M, N, xrow);
+  quantize_input(xq, x, xs, M, K, Split);
+  const int64_t xrow = xq.blocks * ((Split ? 2 : 1) * kBlock + 2 * kLanesPerBlock * int64_t(sizeof(float)));
+  over_output(Int8InputKernel<QT, Split>{&xq, K / kBlock}, out, os, weight, row_bytes, bias, M, N, xrow);
 }
 
 template <QType QT, class T>
@@ -412,8 +437,13 @@ void linear_for_type(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* 
                      int64_t N, int64_t K, int input_mode) {
   constexpr bool byte_kernel = QT == QType::Q8_0 || QT == QType::Q4_0 || QT == QType::Q4_1;
   if (input_mode == kInputExact) return linear_exact<QT>(out, os, x, xs, w, rb, bias, M, N, K);
-  if (input_mode == kInputInt16) return linear_int16_input<QT>(out, os, x, xs, w, rb, bias, M, N, K, 32767.0f);
-  if constexpr (byte_kernel) return linear_int8_input<QT>(out, os, x, xs, w, rb, bias, M, N, K);
+  if (input_mode == kInputInt16) {
+    if constexpr (QT == QType::Q4_0 || QT == QType::Q4_1)  // nibble weights: the byte kernel on split inputs
+      return linear_int8_input<QT, true>(out, os, x, xs, w, rb, bias, M, N, K);
+    else
+      return linear_int16_input<QT>(out, os, x, xs, w, rb, bias, M, N, K, 32767.0f);
+  }
+  if constexpr (byte_kernel) return linear_int8_input<QT, false>(out, os, x, xs, w, rb, bias, M, N, K);
   else return linear_int16_input<QT>(out, os, x, xs, w, rb, bias, M, N, K, 127.0f);
 }
 
