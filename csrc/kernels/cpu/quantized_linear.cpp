@@ -8,6 +8,8 @@
 // int16 (the default; every type): each input row is quantized once per call to int16 blocks of
 // 32 with a float scale, and each weight block meets it in integer dot products (vpdpwssd /
 // vpmaddwd); quantized_int16.h states the layouts and the error bound (2^-16 of the block max).
+// Q4_0 / Q4_1 instead run the int8 byte kernel below on the int16 values split into two bytes
+// (QuantizedInput::split): the same integers, half the instructions of widening the nibbles.
 //
 // int8 (Q8_0 / Q4_0 / Q4_1 here; llama.cpp's scheme; the other types run the int16 kernel on
 // int8-range inputs, the same rounding): each input row is quantized once per
