@@ -146,6 +146,8 @@ def test_parlants_container_builds_and_keys_our_objects(service, parlant_server_
         assert container[SchematicGenerator[schema]] is generators[schema]
         assert generators[schema].schema is schema
     assert isinstance(embedder, Embedder) and embedder.dimensions == len(vectors.vectors[0])
+    # Parlant names vector collections after this class: it carries the embedding model's identity.
+    assert type(embedder).__name__ == f"PioEmbedder_local_llama_tiny_{embedder.dimensions}"
 
 
 def test_unsupported_parlant_versions_are_a_clear_error():
