@@ -1,8 +1,8 @@
 """A real Parlant server on our service, run as its own process by ``test_parlant_server.py``.
 
-``python -m tests.services.parlant_server PORT TOOL_PORT {local,switcher} [no-prefix-caching]``: starts ``parlant.sdk.Server``
-with ``ParlantNLPService`` over a ``LlamaService`` (or a ``ModelSwitcher``) on the default SmolLM2 model,
-creates one agent with one guideline, prints ``AGENT <agent id>`` and serves until killed. Its own process
+``python -m tests.services.parlant_server PORT TOOL_PORT {local,switcher} [no-prefix-caching]``: starts
+``parlant.sdk.Server`` with ``ParlantNLPService`` over a ``LlamaService`` (or a ``ModelSwitcher``) on the
+default SmolLM2 model, creates one agent with one guideline, prints ``AGENT <agent id>`` and serves until killed. Its own process
 because parlant fixes its home folder (``PARLANT_HOME``) when first imported.
 
 Kept cheap, as a turn on a 2-core machine runs every Parlant prompt through a 135M model: one engine

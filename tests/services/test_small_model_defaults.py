@@ -163,3 +163,9 @@ def test_the_switchers_embedder_knows_its_dimensions_before_the_first_embed(serv
 
     dims, result = run(main())
     assert dims == len(result.vectors[0])
+
+
+def test_the_switcher_does_not_moderate_on_a_small_local_model(service):
+    switcher = ModelSwitcher(logging.getLogger("test"), services={MODEL_ID: service}, default_model_id=MODEL_ID)
+    run(switcher.initialize())
+    assert isinstance(run(switcher.get_moderation_service()), NoModeration)

@@ -78,7 +78,8 @@ class LocalModelService(NLPService):
             raise ValueError(f"{type(self).__name__} serves {self.family.value} models; {model_id!r} is a "
                              f"{ModelType(self.info.family).value} model")
         self.logger = logger or logging.getLogger(__name__)
-        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < 1):
             raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
         self.max_tokens = max_tokens
         self.model_manager = model_manager
@@ -169,7 +170,8 @@ class LocalModelService(NLPService):
         for label in labels:
             encoded = model.plugin.tokenizer.encode(label, add_special_tokens=False)
             if len(encoded) != 1:
-                raise ValueError(f"label {label!r} is {len(encoded)} tokens for {self.model_id}; labels must be one token")
+                raise ValueError(f"label {label!r} is {len(encoded)} tokens for {self.model_id}; "
+                                 "labels must be one token")
             token_ids.append(encoded[0])
         ids = _chat_prompt_ids(model, [{"role": "user", "content": prompt}])
         _budget(model, self.model_id, len(ids), 1)

@@ -98,7 +98,8 @@ class CalibratedModeration(ModerationService):
                  threshold: float = DEFAULT_THRESHOLD):
         self.categories = _checked_categories(categories)
         if len(self.categories) > len(_LABELS):
-            raise ValueError(f"calibrated moderation takes at most {len(_LABELS)} categories, got {len(self.categories)}")
+            raise ValueError(f"calibrated moderation takes at most {len(_LABELS)} categories, "
+                             f"got {len(self.categories)}")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold

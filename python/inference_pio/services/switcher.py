@@ -41,14 +41,14 @@ from typing import Any
 
 import pydantic
 
-from ..models.types import ModelType
-from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
+from ..models.types import ModelInfo, ModelType
+from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, ModerationService, NLPService,
                         SchematicGenerationResult, SchematicGenerator, ServiceError)
 from .local import UnknownModelError, lookup_model
 from .embedding_choice import with_known_dimensions
 from .model_health import ModelFigures, ModelHealth
 from .model_lane import ModelLane
-from .moderation import DEFAULT_CATEGORIES, ModelModeration
+from .moderation import DEFAULT_CATEGORIES, ModelModeration, NoModeration, moderation_enabled
 from .openai_remote import split_remote_id
 from .resolve import build_service, is_local_id
 from .schemas import OutputSchema
@@ -274,7 +274,12 @@ class ModelSwitcher(NLPService):
     async def get_embedder(self, hints: Mapping[str, Any] | None = None) -> "SwitchingEmbedder":
         return await SwitchingEmbedder(self).prepare()
 
-    async def get_moderation_service(self) -> ModelModeration:
+    async def get_moderation_service(self) -> ModerationService:
+        """A verdict through the switcher (with its fallback); none when the current model is a local one too
+        small to judge (``moderation.moderation_enabled``)."""
+        info = getattr(await self.service(self.model_id), "info", None)
+        if isinstance(info, ModelInfo) and not moderation_enabled(None, info.parameter_count):
+            return NoModeration()
         return ModelModeration(self, self.moderation_categories)
 
     async def get_tokenizer(self) -> EstimatingTokenizer:
