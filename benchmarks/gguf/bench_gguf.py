@@ -7,7 +7,7 @@ and random-weight GGUFs of TinyLlama-1.1B's shape in Q4_0, Q8_0 and Q4_K_M, writ
 (``--new-tokens`` new tokens per sequence after a short prompt, EOS ignored; tokens/s counts every
 sequence's tokens) and a ``--prompt-tokens`` prompt to its first token. Ours runs with
 ``INFERENCE_PIO_QUANTIZE_INPUT`` set to each of ``--formats``; llama-bench and llama-cpp-python
-measure one sequence (their batch 8 / 32 columns stay empty). The bandwidth bound of a decode step is
+measure one sequence, llama-batched-bench (when built beside llama-bench) the larger batches. The bandwidth bound of a decode step is
 the machine's copy bandwidth (measured in this run) over the bytes of weight the step reads; at
 batch B the step yields B tokens. Results: ``--out`` .md (tables, ratios, targets), .json, .png.
 
@@ -144,8 +144,14 @@ def measure_llama_cpp_python(python: str, path: Path, vocab: int, args) -> dict:
 
 
 def measure_llama_bench(binary: Path, path: Path, args) -> dict:
+    """llama-bench (batch 1, prompt), and llama-batched-bench for the larger batches when built."""
     r = llama_bench.measure(binary, path, args.threads, args.prompt_tokens, args.new_tokens, args.repeats)
-    return {"decode_tps": {1: r["decode_tps"]}, "prompt_tps": r["prompt_tps"], "version": r["version"]}
+    decode = {1: r["decode_tps"]}
+    batched = llama_bench.find_batched_bench(binary)
+    larger = [b for b in args.batches if b > 1]
+    if batched is not None and larger:
+        decode.update(llama_bench.measure_batched(batched, path, args.threads, DECODE_PROMPT, args.new_tokens, larger))
+    return {"decode_tps": decode, "prompt_tps": r["prompt_tps"], "version": r["version"]}
 
 
 def models(args) -> dict[str, tuple[Path, int]]:
@@ -176,6 +182,8 @@ def run_all(args) -> tuple[dict, dict]:
     notes = []
     if binary is None:
         notes.append("llama-bench: not measured (no binary: pass --llama-bench or set LLAMA_BENCH).")
+    elif llama_bench.find_batched_bench(binary) is None:
+        notes.append("llama.cpp batch > 1: not measured (no llama-batched-bench beside llama-bench).")
     if not args.llama_cpp_python:
         notes.append("llama-cpp-python: not measured (pass --llama-cpp-python /path/to/venv/bin/python).")
     formats = [f for f in args.formats if f in supported_formats()]

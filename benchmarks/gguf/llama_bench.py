@@ -9,6 +9,8 @@ Built from the same vendored source as llama-cpp-python (never our dependency), 
     cmake --build build --target llama-bench -j
 
 and found through ``--llama-bench PATH`` or ``LLAMA_BENCH=PATH`` (``LLAMA_BENCH_ARGS`` adds options).
+Decode of several sequences at once is ``llama-batched-bench`` (target ``llama-batched-bench``),
+found beside llama-bench or through ``LLAMA_BATCHED_BENCH``.
 The same build serves llama-cpp-python without a second compile: copy the sdist's ``llama_cpp``
 package into a virtual environment (with numpy, typing-extensions, diskcache, jinja2) and point
 ``LLAMA_CPP_LIB_PATH`` at ``build/bin`` (e.g. from the environment's ``sitecustomize.py``). It measures one sequence:
@@ -24,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 LLAMA_BENCH_ENV = "LLAMA_BENCH"
+LLAMA_BATCHED_BENCH_ENV = "LLAMA_BATCHED_BENCH"
 LLAMA_BENCH_ARGS_ENV = "LLAMA_BENCH_ARGS"  # extra options, e.g. "--repack 0" where repacking fails
 
 
@@ -43,6 +46,29 @@ def _run(binary: Path, model: Path, threads: int, repeats: int, args: list[str])
     if len(rows) != 1:
         raise RuntimeError(f"llama-bench printed {len(rows)} results for {' '.join(cmd)}")
     return rows[0]
+
+
+def find_batched_bench(llama_bench_binary: Path | None) -> Path | None:
+    """``llama-batched-bench`` (``cmake --build build --target llama-batched-bench``): ``$LLAMA_BATCHED_BENCH``,
+    else beside llama-bench; None when there is none."""
+    candidate = os.environ.get(LLAMA_BATCHED_BENCH_ENV) or (
+        llama_bench_binary and str(llama_bench_binary.with_name("llama-batched-bench")))
+    if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+        return Path(candidate)
+    return None
+
+
+def measure_batched(binary: Path, model: Path, threads: int, prompt_tokens: int, new_tokens: int,
+                    batches: list[int]) -> dict[int, float]:
+    """Decode tokens/s over all sequences for each batch size (llama-batched-bench: ``batch``
+    sequences with their own ``prompt_tokens``-token prompts, then ``new_tokens`` steps of one token each)."""
+    ctx = max(batches) * (prompt_tokens + new_tokens) + 64
+    cmd = [str(binary), "-m", str(model), "-t", str(threads), "-tb", str(threads), "-c", str(ctx), "-b", "2048",
+           "-ub", "512", "-npp", str(prompt_tokens), "-ntg", str(new_tokens), "-npl", ",".join(map(str, batches)),
+           "--output-format", "jsonl"]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
+    rows = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
+    return {int(r["pl"]): float(r["speed_tg"]) for r in rows}
 
 
 def measure(binary: Path, model: Path, threads: int, prompt_tokens: int, new_tokens: int, repeats: int) -> dict:
