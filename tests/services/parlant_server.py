@@ -62,7 +62,9 @@ async def main(port: int, tool_port: int, kind: str, prefix_caching: bool = True
     if kind == "local":
         service = LlamaService(model_manager=manager, model_id=info.id, logger=logger, **options)
     else:
-        service = ModelSwitcher(logger, manager, default_model_id=info.id, local_options=options)
+        # No per-call timeout: on a loaded 2-core machine one ~3k-token Parlant call can pass the default 120 s,
+        # and with no fallback to go to that only fails the turn (the test bounds the turn itself).
+        service = ModelSwitcher(logger, manager, default_model_id=info.id, local_options=options, timeout=None)
         await service.initialize()
     counting(service)
     async with p.Server(host="127.0.0.1", port=port, tool_service_port=tool_port, log_level=p.LogLevel.WARNING,
