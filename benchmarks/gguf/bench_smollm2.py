@@ -49,7 +49,8 @@ def measure_ours(path: Path, chat: list[int], long_prompt: list[int], repeats: i
     from inference_pio.engine.sampler import SamplingParams
 
     start = time.perf_counter()
-    model = inference_pio.load(path, max_seq_len=1024, max_batch_size=1)
+    # Prefix caching off: the repeats reuse one prompt, which must be computed every time.
+    model = inference_pio.load(path, max_seq_len=1024, max_batch_size=1, enable_prefix_caching=False)
     load_s = time.perf_counter() - start
     engine = model.engine
 

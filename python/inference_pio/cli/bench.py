@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
         dtype: str = opt.Dtype,
     ) -> int:
         path = resolve_model_path(model_spec)
-        model = open_model(str(path), dtype=dtype, max_seq_len=prompt_tokens + new_tokens + 1)
+        model = open_model(str(path), dtype=dtype, max_seq_len=prompt_tokens + new_tokens + 1,
+                           enable_prefix_caching=False)  # every repeat reuses one prompt: compute it each time
         try:
             prompt = _prompt_ids(model.vocab_size, prompt_tokens)
             with err_console.status("timing inference-pio ..."):
