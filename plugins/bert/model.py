@@ -121,7 +121,7 @@ class BertModel(nn.Module):
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in open_checkpoint(path).shapes() else ""
         expected = self.checkpoint_shapes(prefix)
         dtype = self.word_embeddings.weight.dtype
-        state = load_state(path, expected, dtype=dtype, strict=False, device=device)
+        state = load_state(path, expected, dtype=dtype, strict=False, device=device, floating=True)
         missing = [name for name in expected if name not in state]
         if missing:
             raise WeightLoadError(f"{path}: checkpoint does not match the BERT model; missing: {', '.join(missing)}")

@@ -144,8 +144,8 @@ class DeepSeekModel(nn.Module):
         router = {n: s for n, s in expected.items() if n.endswith(_ROUTER_SUFFIXES)}
         rest = {n: s for n, s in expected.items() if n not in router}
         state = load_state(path, rest, dtype=dtype, strict=False, device=device,
-                           tie_word_embeddings=c.tie_word_embeddings)
-        state.update(load_state(path, router, dtype=torch.float32, strict=False, device=device))
+                           tie_word_embeddings=c.tie_word_embeddings, floating=True)
+        state.update(load_state(path, router, dtype=torch.float32, strict=False, device=device, floating=True))
         missing = [n for n in expected if n not in state]
         if missing:
             raise WeightLoadError(f"{path}: checkpoint does not match the model; missing: {', '.join(missing)}")

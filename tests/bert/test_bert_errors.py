@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 import inference_pio
@@ -202,3 +203,13 @@ def test_plain_transformers_folder_gets_mean_pooling_without_normalization(folde
 def test_a_single_file_is_not_a_checkpoint_folder(folder):
     with pytest.raises(ConfigError, match="reads a checkpoint folder .* not a single file"):
         Bert_Plugin().load(model_path=folder / "model.safetensors")
+
+
+def test_integer_layer_norm_weight_is_refused_by_name(folder, tmp_path):
+    bad = copy_of(folder, tmp_path)
+    state = load_file(bad / "model.safetensors")
+    name = next(n for n in state if n.endswith("embeddings.LayerNorm.weight"))
+    state[name] = state[name].to(torch.int32)
+    save_file(state, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightLoadError, match=rf"floating point have another dtype: {name} \(I32\)"):
+        Bert_Plugin().load(model_path=bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -179,3 +181,13 @@ def test_gguf_file_is_refused_with_a_clear_error(tmp_path):
     plugin = DeepSeek_Plugin()
     assert plugin.initialize(model_path=str(path)) is False
     assert isinstance(plugin.init_error, ConfigError) and "GGUF" in str(plugin.init_error)
+
+
+def test_integer_norm_weight_is_refused_by_name(v2_checkpoint, tmp_path):
+    bad = shutil.copytree(v2_checkpoint[1], tmp_path / "bad")
+    [shard] = sorted(bad.glob("*.safetensors"))
+    state = load_file(shard)
+    state["model.norm.weight"] = state["model.norm.weight"].to(torch.int32)
+    save_file(state, shard, metadata={"format": "pt"})
+    with pytest.raises(WeightLoadError, match=r"floating point have another dtype: model.norm.weight \(I32\)"):
+        inference_pio.load(bad, max_seq_len=64, max_batch_size=1)
