@@ -114,7 +114,8 @@ def check_a_killed_replica_is_replaced(client):
     deadline = time.monotonic() + 120
     while not (names := [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
                          if f"#engine-{home}#" in a["name"]]):
-        assert time.monotonic() < deadline, "Ray did not replace the killed replica"
+        if time.monotonic() > deadline:  # a bounded wait, not a speed claim
+            pytest.fail("Ray did not replace the killed replica")
         time.sleep(0.5)
     assert name not in names
     # New conversations spread over both replicas again, the new one included.

@@ -42,7 +42,8 @@ def test_two_ranks_answer_what_one_process_answers(tmp_path):
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "the tensor-parallel server did not come up"
+            if time.monotonic() > deadline:  # a bounded wait, not a speed claim
+                pytest.fail("the tensor-parallel server did not come up")
             time.sleep(0.5)
         client = OpenAI(base_url=f"{base}/v1", api_key="secret", max_retries=0, timeout=120)
         messages = [{"role": "user", "content": "Hello there"}]
