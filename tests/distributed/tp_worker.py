@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import torch
 
 from inference_pio.distributed.tp_steps import LeaderModel, follow
-from inference_pio.distributed.tensor_parallel import init_tensor_parallel, shard_config, tensor_parallel_model
+from inference_pio.distributed.tensor_parallel import (init_tensor_parallel, shard_config, shutdown_tensor_parallel,
+                                                       tensor_parallel_model)
 from inference_pio.engine import PagedKVCache
 from inference_pio.plugins.llama.config import LlamaConfig
 from inference_pio.plugins.llama.model import LlamaModel
@@ -55,4 +56,7 @@ def main(rank: int, world: int, port: int, checkpoint: str, out: str, mode: str)
 
 if __name__ == "__main__":
     rank, world, port = (int(a) for a in sys.argv[1:4])
-    main(rank, world, port, *sys.argv[4:7])
+    try:
+        main(rank, world, port, *sys.argv[4:7])
+    finally:
+        shutdown_tensor_parallel()

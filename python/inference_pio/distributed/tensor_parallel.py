@@ -37,6 +37,14 @@ def init_tensor_parallel(rank: int, world_size: int, init_method: str, backend: 
                             timeout=timedelta(seconds=timeout_s))
 
 
+def shutdown_tensor_parallel() -> None:
+    """Leaves the process group. Call it before the process exits: a gloo group left to the
+    interpreter's teardown can destroy a still-running worker thread and abort the process
+    ("terminate called without an active exception") after its work finished cleanly."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def shard_config(cfg, world_size: int):
     """``cfg`` with one rank's heads, KV heads and intermediate size; a clear error when they do not split."""
     for name in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):

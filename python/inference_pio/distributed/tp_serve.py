@@ -19,7 +19,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from .tensor_parallel import init_tensor_parallel, tensor_parallel_model
+from .tensor_parallel import init_tensor_parallel, shutdown_tensor_parallel, tensor_parallel_model
 from .tp_steps import LeaderModel, follow
 
 
@@ -98,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if gpu:  # one GPU per rank on each node
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     init_tensor_parallel(rank, world, "env://", args.backend or ("nccl" if gpu else "gloo"), args.timeout)
+    try:
+        return _run_rank(rank, world, args, gpu)
+    finally:
+        shutdown_tensor_parallel()
+
+
+def _run_rank(rank: int, world: int, args, gpu: bool) -> int:
     from .. import load
 
     options = {"max_batch_size": args.max_batch_size, "tensor_parallel_size": world,
