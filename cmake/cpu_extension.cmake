@@ -3,8 +3,11 @@
 # compiled with AVX-512 flags from being picked by the linker for the AVX2 path;
 # Python imports the best module the running CPU supports.
 
+# csrc/kernels/cpu: the ops; csrc/decoder: the fused decode step composed from them (same module,
+# so the step calls the kernels directly and compiles with the same ISA flags).
 file(GLOB PIO_CPU_KERNEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/csrc/kernels/cpu/*.cpp)
-set(PIO_CPU_SOURCES ${CMAKE_SOURCE_DIR}/csrc/bindings/cpu_module.cpp ${PIO_CPU_KERNEL_SOURCES})
+file(GLOB PIO_DECODER_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/csrc/decoder/*.cpp)
+set(PIO_CPU_SOURCES ${CMAKE_SOURCE_DIR}/csrc/bindings/cpu_module.cpp ${PIO_CPU_KERNEL_SOURCES} ${PIO_DECODER_SOURCES})
 
 set(PIO_ISA_FLAGS_avx2 -mavx2 -mfma -mf16c)
 set(PIO_ISA_FLAGS_avx512 -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl)

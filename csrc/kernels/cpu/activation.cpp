@@ -85,7 +85,7 @@ int64_t check_gated(const TensorView& out, const TensorView& x) {
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void silu_and_mul(const TensorView& out, const TensorView& x) {
   check_gated(out, x);
   PIO_DISPATCH_FLOAT(x.dtype, "silu_and_mul", [&] { gated_impl<scalar_t>(out, x, Silu{}); });

@@ -1,4 +1,4 @@
-// The CPU kernels' public C++ entry points, for code that composes them (decoder_step.cpp).
+// The CPU kernels' public C++ entry points, for code that composes them (csrc/decoder, the fused decode step).
 // Each is defined in its own file of this folder and bound to Python there; each validates its
 // arguments and raises pio::ArgumentError (ValueError in Python) naming the bad one. Callers run
 // them without the GIL. Layouts are documented at the definitions and in python/inference_pio/ops.

@@ -67,7 +67,7 @@ void check_cache(const TensorView& t, const char* name, const TensorView& key) {
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void reshape_and_cache(const TensorView& key, const TensorView& value, const TensorView& key_cache,
                        const TensorView& value_cache, const TensorView& slot_mapping) {
   check_float(key, "key");

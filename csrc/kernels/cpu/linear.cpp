@@ -222,7 +222,7 @@ void linear_impl(const TensorView& out, const TensorView& x, const TensorView& w
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void linear(const TensorView& out, const TensorView& x, const TensorView& weight, const std::optional<TensorView>& bias) {
   check_cpu(x, "x");
   check_float(x, "x");

@@ -211,7 +211,7 @@ void run(const Problem& p, const TensorView& out, const TensorView& query, const
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void paged_decode_attention(const TensorView& out, const TensorView& query, const TensorView& key_cache,
                             const TensorView& value_cache, const TensorView& block_tables, const TensorView& context_lens,
                             double scale, std::optional<int64_t> sliding_window, std::optional<int64_t> max_context_len,

@@ -108,7 +108,7 @@ void check_weight(const TensorView& weight, const TensorView& x, int64_t hidden)
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void rms_norm(const TensorView& out, const TensorView& x, const TensorView& weight, double eps) {
   check_float(x, "x");
   PIO_CHECK(x.ndim == 2, "x must be 2-D [num_rows, hidden], got shape ", x.shape_str());

@@ -136,7 +136,7 @@ void check_heads(const TensorView& t, const char* name, int64_t tokens, int64_t 
 
 }  // namespace
 
-// Public entry points (declared in cpu_ops.h, called by decoder_step.cpp too).
+// Public entry points (declared in cpu_ops.h, called by the fused decode step in csrc/decoder too).
 void rotary_embedding(const TensorView& positions, const TensorView& query, const std::optional<TensorView>& key,
                       const TensorView& cache, bool is_neox) {
   check_float(query, "query");

@@ -1,6 +1,8 @@
 // One decode step of a Llama-family decoder in C++: embedding -> every layer (norm, fused qkv,
-// RoPE, KV-cache write, paged decode attention, o_proj, add + norm, fused gate_up, SiLU-and-mul,
-// down) -> final norm -> LM head, with the GIL released and no allocation once warm.
+// optional per-head q/k RMSNorm, RoPE, KV-cache write, paged decode attention, o_proj, add + norm,
+// fused gate_up, SiLU-and-mul, down) -> final norm -> LM head, with the GIL released and no
+// allocation once warm. It composes the op kernels of csrc/kernels/cpu (cpu_ops.h); this folder
+// holds the model-level step, the kernels folder ops only.
 //
 // Why: at batch 1 a small model's decode step is a few hundred kernel calls of microseconds each;
 // calling them from Python costs about as much as the kernels themselves. A DecoderPlan is built
@@ -11,193 +13,32 @@
 //   residual, hidden [T, hidden]; qkv [T, (H + 2 KVH) D] (q heads, then k, then v);
 //   attn [T, H D]; gate_up [T, 2 I] (gate rows first); act [T, I]; logits [T, vocab].
 // Each layer's input norm is fused with the residual add of the previous block's output, like
-// the Python model (plugins/llama/model.py); the first layer's has nothing to add. Projections
-// and the embedding are dense or GGUF blocks (quantized_linear / quantized_embedding), and a
-// projection may be several row slices each writing its own output columns.
-#include <atomic>
-#include <chrono>
-#include <cstdlib>
+// the Python model; the first layer's has nothing to add. Projections and the embedding are dense
+// or GGUF blocks (quantized_linear / quantized_embedding), and a projection may be several row
+// slices each writing its own output columns. RoPE rotates the first cos_sin_cache.shape[1] dims
+// of each head (partial rotary when that is less than head_dim).
 #include <cstring>
-#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "cpu_ops.h"
-#include "dispatch.h"
-#include "parallel.h"
+#include "decoder/arena.h"
+#include "decoder/plan_weight.h"
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/dispatch.h"
+#include "kernels/cpu/parallel.h"
 #include "pio/pybind_tensor_view.h"
-#include "quantized_blocks.h"
 
 namespace pio::cpu {
 namespace {
 
-TensorView make_view(void* data, DType dtype, std::initializer_list<int64_t> shape,
-                     std::initializer_list<int64_t> strides) {
-  TensorView v;
-  v.data = data;
-  v.dtype = dtype;
-  v.ndim = int(shape.size());
-  int i = 0;
-  for (int64_t s : shape) v.shape[i++] = s;
-  i = 0;
-  for (int64_t s : strides) v.strides[i++] = s;
-  return v;
-}
-
-TensorView rows_view(void* data, DType dtype, int64_t rows, int64_t cols) {
-  return make_view(data, dtype, {rows, cols}, {cols, 1});
-}
-
-// A slice of a projection's output rows: dense [rows, K] in the activation dtype, or GGUF blocks
-// (uint8 [rows, K / block_elems * block_bytes], quantized_blocks.h), with an optional bias [rows].
-struct WeightPart {
-  TensorView weight;
-  std::optional<TensorView> bias;
-  int qtype = -1;  // ggml type id; -1: dense
-  int input_mode = kInputExact;  // InputMode (cpu_ops.h) of a quantized part
-  int64_t rows = 0, cols = 0;
-
-  void check(const std::string& name, DType dtype) const {
-    const char* n = name.c_str();
-    check_cpu(weight, n);
-    check_not_null(weight, n);
-    check_ndim(weight, n, 2);
-    check_contiguous(weight, n);
-    if (qtype < 0) {
-      PIO_CHECK(weight.dtype == dtype, name, " must be ", dtype_name(dtype), " (the activation dtype), got ",
-                dtype_name(weight.dtype));
-    } else {
-      const QTypeInfo info = qtype_info(qtype);
-      PIO_CHECK(quantized_kernels_callable(), name, ": this build's quantized kernels are not callable from C++");
-      check_dtype(weight, n, DType::UInt8);
-      PIO_CHECK(cols % info.block_elems == 0, name, ": ", cols, " columns are not a multiple of the ", info.name,
-                " block size ", info.block_elems);
-      const int64_t row_bytes = cols / info.block_elems * info.block_bytes;
-      PIO_CHECK(weight.size(1) == row_bytes, name, " must be uint8 [", rows, ", ", row_bytes, "] (", info.name,
-                " blocks of ", cols, " columns), got ", weight.shape_str());
-    }
-    if (bias) {
-      const std::string bn = name + ".bias";
-      check_cpu(*bias, bn.c_str());
-      check_not_null(*bias, bn.c_str());
-      PIO_CHECK(bias->ndim == 1 && bias->size(0) == rows, bn, " must have shape [", rows, "], got ", bias->shape_str());
-      PIO_CHECK(bias->dtype == dtype, bn, " must be ", dtype_name(dtype), ", got ", dtype_name(bias->dtype));
-      check_contiguous(*bias, bn.c_str());
-    }
-  }
-
-  void apply(const TensorView& out, const TensorView& x) const {
-    if (qtype < 0) linear(out, x, weight, bias);
-    else quantized_linear(out, x, weight, qtype, bias, input_mode);
-  }
-
-  // Bytes of weight one output row streams (what a thread's share of the rows is measured in).
-  int64_t row_cost() const { return weight.size(1) * dtype_size(weight.dtype); }
-
-  // Output rows [r0, r1) of this part: the same blocks and settings over fewer rows.
-  WeightPart rows_slice(int64_t r0, int64_t r1) const {
-    WeightPart p = *this;
-    p.weight.data = static_cast<char*>(weight.data) + r0 * weight.stride(0) * dtype_size(weight.dtype);
-    p.weight.shape[0] = r1 - r0;
-    if (bias) {
-      p.bias->data = static_cast<char*>(bias->data) + r0 * bias->stride(0) * dtype_size(bias->dtype);
-      p.bias->shape[0] = r1 - r0;
-    }
-    p.rows = r1 - r0;
-    return p;
-  }
-};
-
-// Output rows of a projection are shared out in multiples of this: whole 64-byte lines of a
-// float32 output row, and whole tiles of the dense kernels (so the split changes no rounding).
-constexpr int64_t kRowAlign = 16;
-
-// A projection [N, K] whose output rows are one part or several concatenated (a fused qkv whose
-// q/k/v blocks have different GGUF types, say). Each part writes its own columns of out.
-struct PlanWeight {
-  std::vector<WeightPart> parts;
-
-  int64_t rows() const {
-    int64_t n = 0;
-    for (const WeightPart& p : parts) n += p.rows;
-    return n;
-  }
-  int64_t cols() const { return parts.empty() ? 0 : parts[0].cols; }
-
-  static PlanWeight dense(const TensorView& weight, const std::optional<TensorView>& bias) {
-    PIO_CHECK(weight.ndim == 2, "weight must be 2-D [N, K], got shape ", weight.shape_str());
-    return PlanWeight{{WeightPart{weight, bias, -1, kInputExact, weight.size(0), weight.size(1)}}};
-  }
-  static PlanWeight quantized(const TensorView& blocks, int qtype, int64_t cols, const std::optional<TensorView>& bias,
-                              int input_mode) {
-    PIO_CHECK(blocks.ndim == 2, "blocks must be 2-D uint8 [N, row_bytes], got shape ", blocks.shape_str());
-    qtype_info(qtype);  // an unknown type fails here, by name
-    return PlanWeight{{WeightPart{blocks, bias, qtype, input_mode, blocks.size(0), cols}}};
-  }
-  static PlanWeight concat(const std::vector<PlanWeight>& pieces) {
-    PlanWeight w;
-    for (const PlanWeight& p : pieces) w.parts.insert(w.parts.end(), p.parts.begin(), p.parts.end());
-    PIO_CHECK(!w.parts.empty(), "concat needs at least one weight");
-    return w;
-  }
-
-  // Checked once at plan construction so the step itself cannot fail on a weight.
-  void check(const char* name, DType dtype, int64_t n, int64_t k) const {
-    PIO_CHECK(!parts.empty(), name, " has no weight");
-    PIO_CHECK(rows() == n && cols() == k, name, " must have shape [", n, ", ", k, "], got [", rows(), ", ", cols(), "]");
-    for (size_t i = 0; i < parts.size(); ++i) {
-      const std::string pn = parts.size() == 1 ? std::string(name) : std::string(name) + ".parts[" + std::to_string(i) + "]";
-      PIO_CHECK(parts[i].cols == k, pn, " must have ", k, " columns, got ", parts[i].cols);
-      parts[i].check(pn, dtype);
-    }
-  }
-
-  // Member `rank` of a team of `threads`: its share of the output rows [0, rows()), computed from x
-  // into out's matching columns. Shares are equal in weight bytes (parts may differ in type) and
-  // start at multiples of kRowAlign.
-  void apply_share(const TensorView& out, const TensorView& x, int rank, int threads) const {
-    const int64_t r0 = share_start(rank, threads), r1 = share_start(rank + 1, threads);
-    const int64_t es = dtype_size(out.dtype);
-    int64_t n0 = 0;
-    for (const WeightPart& p : parts) {
-      const int64_t b = std::max(r0, n0), e = std::min(r1, n0 + p.rows);
-      if (b < e) {
-        TensorView slice = out;  // columns [b, e) of every row
-        slice.data = static_cast<char*>(out.data) + b * es;
-        slice.shape[1] = e - b;
-        if (b == n0 && e == n0 + p.rows) p.apply(slice, x);
-        else p.rows_slice(b - n0, e - n0).apply(slice, x);
-      }
-      n0 += p.rows;
-    }
-  }
-
- private:
-  // The first output row of share `rank` (of `threads`); share `threads` starts at rows().
-  int64_t share_start(int rank, int threads) const {
-    const int64_t n = rows();
-    if (rank <= 0) return 0;
-    if (rank >= threads) return n;
-    double total = 0;
-    for (const WeightPart& p : parts) total += double(p.rows) * double(p.row_cost());
-    const double target = total * rank / threads;  // weight bytes before the share
-    double before = 0;
-    int64_t row = 0;
-    for (const WeightPart& p : parts) {
-      const double cost = double(p.rows) * double(p.row_cost());
-      if (before + cost >= target) {
-        row += p.row_cost() > 0 ? int64_t((target - before) / double(p.row_cost())) : 0;
-        break;
-      }
-      before += cost;
-      row += p.rows;
-    }
-    return std::min(n, (row + kRowAlign / 2) / kRowAlign * kRowAlign);
-  }
-};
+using decoder::Arena;
+using decoder::make_view;
+using decoder::PlanWeight;
+using decoder::rows_view;
+using decoder::WeightPart;
 
 // One decoder layer's weights and attention settings.
 struct PlanLayer {
@@ -209,40 +50,22 @@ struct PlanLayer {
   PlanWeight gate_up, down;
   double scale;
   std::optional<int64_t> sliding_window;
+  // Per-head RMSNorm weights [head_dim] of q and k after the projection, before RoPE (Qwen3).
+  std::optional<TensorView> q_norm, k_norm;
+  double q_norm_eps = 1e-6, k_norm_eps = 1e-6;
+
+  bool has_head_norm() const { return q_norm.has_value() || k_norm.has_value(); }
 };
 
-void check_norm(const TensorView& w, const char* name, DType dtype, int64_t hidden, double eps) {
+void check_norm(const TensorView& w, const char* name, DType dtype, int64_t size, double eps) {
   check_cpu(w, name);
   check_not_null(w, name);
-  PIO_CHECK(w.ndim == 1 && w.size(0) == hidden, name, " must have shape [", hidden, "], got ", w.shape_str());
+  PIO_CHECK(w.ndim == 1 && w.size(0) == size, name, " must have shape [", size, "], got ", w.shape_str());
   PIO_CHECK(w.dtype == dtype || w.dtype == DType::Float32, name, " must be float32 or ", dtype_name(dtype), ", got ",
             dtype_name(w.dtype));
   check_contiguous(w, name);
   PIO_CHECK(eps > 0, name, ": eps must be positive, got ", eps);
 }
-
-// 64-byte aligned scratch, grown (never shrunk) to the largest step seen.
-class Arena {
- public:
-  void* reserve(size_t bytes) {
-    if (bytes > size_) {
-      const size_t size = (bytes + 63) / 64 * 64;
-      void* p = std::aligned_alloc(64, size);
-      if (!p) throw std::bad_alloc();
-      std::memset(p, 0, size);  // fault the pages in now, not inside the first kernels
-      data_.reset(p);
-      size_ = size;
-    }
-    return data_.get();
-  }
-
- private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<void, Free> data_;
-  size_t size_ = 0;
-};
 
 class DecoderPlan {
  public:
@@ -282,6 +105,8 @@ class DecoderPlan {
       PIO_CHECK(l.scale > 0, p, "scale must be positive, got ", l.scale);
       PIO_CHECK(!l.sliding_window || *l.sliding_window >= 1, p, "sliding_window must be >= 1 or None, got ",
                 *l.sliding_window);
+      if (l.q_norm) check_norm(*l.q_norm, name("q_norm").c_str(), dtype_, D_, l.q_norm_eps);
+      if (l.k_norm) check_norm(*l.k_norm, name("k_norm").c_str(), dtype_, D_, l.k_norm_eps);
     }
     check_norm(final_norm_, "final_norm", dtype_, hidden_, final_eps_);
     lm_head_.check("lm_head", dtype_, lm_head_.rows(), hidden_);
@@ -396,6 +221,10 @@ class DecoderPlan {
           else fused_add_rms_norm(hidden, residual, l.input_norm, l.input_eps);
         });
         project(l.qkv, qkv, hidden);
+        if (l.has_head_norm()) {
+          team_private([&] { normalize_heads(l, at[2], T, rank, nt); });
+          team.barrier();
+        }
         team_collective([&] {
           rotary_embedding(positions, query, key, cos_sin_, is_neox_);
           reshape_and_cache(key, value, key_caches_[i], value_caches_[i], slot_mapping);
@@ -436,6 +265,26 @@ class DecoderPlan {
 
  private:
   int64_t q_size() const { return H_ * D_; }
+
+  // Member `rank` of a team of `threads`: its share of the (token, head) rows that the layer's q/k
+  // norms apply to, normalised in place in qkv. One token's q heads, then its k heads, are
+  // consecutive rows of head_dim, so a share is at most two row ranges per token.
+  void normalize_heads(const PlanLayer& l, char* qkv, int64_t T, int rank, int threads) const {
+    const int64_t nq = l.q_norm ? H_ : 0, nk = l.k_norm ? KVH_ : 0, per_token = nq + nk;
+    const int64_t b = T * per_token * rank / threads, e = T * per_token * (rank + 1) / threads;
+    const int64_t es = dtype_size(dtype_), row_bytes = (q_size() + 2 * kv_size()) * es;
+    for (int64_t t = b / per_token; t < T && t * per_token < e; ++t) {
+      // Heads [first, first + count) of this token's rows, starting at column col0 of its qkv row.
+      auto norm_heads = [&](int64_t first, int64_t count, int64_t col0, const TensorView& w, double eps) {
+        const int64_t s = std::max(b, first), f = std::min(e, first + count);
+        if (s >= f) return;
+        const TensorView heads = rows_view(qkv + t * row_bytes + (col0 + (s - first) * D_) * es, dtype_, f - s, D_);
+        rms_norm(heads, heads, w, eps);
+      };
+      if (nq) norm_heads(t * per_token, nq, 0, *l.q_norm, l.q_norm_eps);
+      if (nk) norm_heads(t * per_token + nq, nk, q_size(), *l.k_norm, l.k_norm_eps);
+    }
+  }
   int64_t kv_size() const { return KVH_ * D_; }
 
   DType dtype_ = DType::Float32;
@@ -455,40 +304,12 @@ class DecoderPlan {
   std::mutex mutex_;  // the activation buffers serve one step at a time
 };
 
-// (seconds per team barrier, seconds per empty parallel region) on `threads` threads.
-std::pair<double, double> measure_team_sync(int threads, int64_t rounds) {
-  PIO_CHECK(threads >= 1 && rounds >= 1, "threads and rounds must be >= 1, got ", threads, " and ", rounds);
-  using Clock = std::chrono::steady_clock;
-  auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
-  run_in_team(threads, [&](Team& team, int) { team.barrier(); });  // the pool started
-  const auto t0 = Clock::now();
-  run_in_team(threads, [&](Team& team, int) {
-    for (int64_t i = 0; i < rounds; ++i) team.barrier();
-  });
-  const auto t1 = Clock::now();
-  std::atomic<int64_t> sink{0};
-  for (int64_t i = 0; i < rounds; ++i) {
-#if defined(PIO_HAVE_OPENMP)
-#pragma omp parallel num_threads(threads)
-#endif
-    sink.fetch_add(1, std::memory_order_relaxed);
-  }
-  const auto t2 = Clock::now();
-  return {seconds(t0, t1) / double(rounds), seconds(t1, t2) / double(rounds)};
-}
-
 }  // namespace
 }  // namespace pio::cpu
 
-PIO_CPU_BINDINGS(decoder_step) {
+PIO_CPU_BINDINGS(decoder_plan) {
   namespace py = pybind11;
   using namespace pio::cpu;
-  m.def("regions_opened", [] { return regions_opened().load(); },
-        "OpenMP regions the kernels' parallel_for has opened so far (a fused step's team counts as none)");
-  m.def("team_sync_cost", &measure_team_sync, py::arg("threads"), py::arg("rounds"), PIO_NOGIL,
-        "(seconds per barrier inside one OpenMP team, seconds per OpenMP region opened and joined) on "
-        "`threads` threads, each the mean over `rounds`: what a fused step pays per barrier, and what "
-        "each kernel call pays when it opens its own region");
   py::class_<PlanWeight>(m, "PlanWeight", "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
       .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
                   "weight [N, K] contiguous in the activation dtype, bias [N] or None")
@@ -502,14 +323,20 @@ PIO_CPU_BINDINGS(decoder_step) {
   py::class_<PlanLayer>(m, "PlanLayer", "One decoder layer's weights and attention settings for DecoderPlan")
       .def(py::init([](const pio::TensorView& input_norm, double input_eps, PlanWeight qkv, PlanWeight o_proj,
                        const pio::TensorView& post_norm, double post_eps, PlanWeight gate_up, PlanWeight down,
-                       double scale, std::optional<int64_t> sliding_window) {
+                       double scale, std::optional<int64_t> sliding_window, std::optional<pio::TensorView> q_norm,
+                       std::optional<pio::TensorView> k_norm, double q_norm_eps, double k_norm_eps) {
              return PlanLayer{input_norm, input_eps, std::move(qkv), std::move(o_proj), post_norm, post_eps,
-                              std::move(gate_up), std::move(down), scale, sliding_window};
+                              std::move(gate_up), std::move(down), scale, sliding_window, q_norm, k_norm,
+                              q_norm_eps, k_norm_eps};
            }),
            py::arg("input_norm"), py::arg("input_eps"), py::arg("qkv"), py::arg("o_proj"), py::arg("post_norm"),
-           py::arg("post_eps"), py::arg("gate_up"), py::arg("down"), py::arg("scale"), py::arg("sliding_window"));
+           py::arg("post_eps"), py::arg("gate_up"), py::arg("down"), py::arg("scale"), py::arg("sliding_window"),
+           py::arg("q_norm") = py::none(), py::arg("k_norm") = py::none(), py::arg("q_norm_eps") = 1e-6,
+           py::arg("k_norm_eps") = 1e-6,
+           "q_norm / k_norm: optional per-head RMSNorm weights [head_dim] applied to each q / k head after the "
+           "qkv projection and before RoPE (Qwen3), with their eps");
   py::class_<DecoderPlan>(m, "DecoderPlan",
-                          "A Llama-family decode step in C++ (see csrc/kernels/cpu/decoder_step.cpp); "
+                          "A Llama-family decode step in C++ (see csrc/decoder/decoder_plan.cpp); "
                           "holds views: the caller keeps every tensor alive")
       .def(py::init<int, int64_t, int64_t, int64_t, bool, PlanWeight, std::vector<PlanLayer>,
                     const pio::TensorView&, double, PlanWeight, const pio::TensorView&>(),
