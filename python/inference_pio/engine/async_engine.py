@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 from .generate import GenerationEngine, RequestOutput
+from .openmp_pool import release_openmp_pool
 from .sampler import SamplingParams
 
 
@@ -86,6 +87,7 @@ class AsyncEngine:
         engine = self.engine
         while not self._stopped:
             if not engine.has_work:
+                release_openmp_pool()  # idle: let a thread that works now run the only pool (openmp_pool.py)
                 self._wake.wait()
                 self._wake.clear()
                 continue

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence as SequenceAB
 import torch
 
 from .kv_cache import PagedKVCache
+from .openmp_pool import release_openmp_pool
 from .sampler import Sampler, SamplingParams, TokenLogprobs
 from .scheduler import Request, Scheduler
 from .sequence import Sequence
@@ -180,6 +181,7 @@ class GenerationEngine:
                     self.abort(r)
                 with self.lock:
                     self._apply_inbox()
+            release_openmp_pool()  # one live OpenMP pool at a time (see openmp_pool.py)
 
     # ----- one step -----
 

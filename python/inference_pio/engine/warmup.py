@@ -17,6 +17,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from .openmp_pool import release_openmp_pool
+
 WARMUP_ENV = "INFERENCE_PIO_WARMUP"
 PAGE_BYTES = 4096
 
@@ -63,6 +65,7 @@ def warm_up(engine) -> None:
         return
     prefault(model)
     if cache is None:
+        release_openmp_pool()
         return
     seq = object()
     try:
@@ -82,3 +85,4 @@ def warm_up(engine) -> None:
     finally:
         if seq in cache:
             cache.free(seq)
+        release_openmp_pool()  # loading and warm-up are done on this thread (openmp_pool.py)
