@@ -111,10 +111,31 @@ def measure_ours(path: Path, fmt: str, vocab: int, args) -> dict:
         result = {"load_s": load_s, **measure_workloads(run, vocab, args)}
         result["first_request_decode_tps"] = decode_rate(args.new_tokens, first_request_s,
                                                           result.pop("prefill_b1_s", first_request_s))
+        result["served_decode_tps"] = served_decode_rate(model, vocab, args)
         model.close()
         return result
     finally:
         del os.environ[QUANTIZE_INPUT_ENV]
+
+
+def served_decode_rate(model, vocab: int, args) -> float:
+    """Batch-1 decode tokens/s through the async engine (its stepping thread), the path ``pio serve``
+    and ``pio chat`` take, as opposed to ``engine.generate`` on the calling thread."""
+    import asyncio
+
+    from inference_pio.engine.sampler import SamplingParams
+
+    engine = model.async_engine()
+    ids = prompts(vocab, 1, DECODE_PROMPT, seed=1)[0]
+
+    def run(n):
+        async def drain():
+            async for _ in engine.generate(ids, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True)):
+                pass
+        asyncio.run(drain())
+
+    return decode_rate(args.new_tokens, best(lambda: run(1 + args.new_tokens), args.repeats),
+                       best(lambda: run(1), args.repeats))
 
 
 def measure_transformers(path: Path, vocab: int, args) -> dict:
@@ -257,6 +278,10 @@ def report(results: dict, meta: dict, out: Path) -> str:
         if ours and "first_request_decode_tps" in ours:
             lines += ["", f"First request after loading (ours, default): {ours['first_request_decode_tps']:.1f} decode "
                       f"tokens/s vs {ours['decode_tps'][1]:.1f} steady."]
+        if ours and "served_decode_tps" in ours:
+            lines += ["", f"Served path (ours, default; the async engine's thread, as `pio serve` / `pio chat` run): "
+                      f"{ours['served_decode_tps']:.1f} decode tokens/s at batch 1"
+                      + (f" ({ours['served_decode_tps'] / ref['decode_tps'][1]:.2f}x {ref_name})." if ref else ".")]
         lines.append("")
         if ours:
             targets += _targets(name, ours, ref_name, ref)
