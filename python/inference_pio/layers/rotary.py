@@ -14,7 +14,8 @@ class RotaryEmbedding(nn.Module):
 
     The cos/sin cache ``[max_position, rotary_dim]`` is float32 (transformers also computes
     cos/sin in float32), built once for every position served, with the checkpoint's
-    ``rope_scaling`` (default, linear, dynamic, llama3, yarn; see ``ops.rope_cache``).
+    ``rope_scaling`` (default, linear, dynamic, llama3, yarn, longrope; see ``ops.rope_cache``).
+    ``rotary_dim < head_dim`` is partial rotary (Phi-3 family): the other dims pass unrotated.
     """
 
     def __init__(self, head_dim: int, rotary_dim: int, max_position: int, base: float,

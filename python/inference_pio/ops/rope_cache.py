@@ -7,8 +7,8 @@ rotary modules, so the cache matches the cos/sin transformers feeds ``apply_rota
 
 ``rope_scaling`` is the checkpoint's ``rope_scaling`` dict (or transformers 5's
 ``rope_parameters``); its type is read from ``rope_type`` or the legacy ``type`` key.
-Supported: default, ``linear``, ``dynamic`` (NTK), ``llama3``, ``yarn``. The base and the
-rotary dim are arguments; a ``rope_theta`` in the dict must agree with ``base``.
+Supported: default, ``linear``, ``dynamic`` (NTK), ``llama3``, ``yarn``, ``longrope`` (Phi-3). The
+base and the rotary dim are arguments; a ``rope_theta`` in the dict must agree with ``base``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 
 import torch
 
-ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 def _rope_type(rope_scaling: dict | None) -> str:
@@ -61,9 +61,10 @@ def rope_inv_freq(
     """``(inv_freq [rotary_dim / 2] float32, attention_scaling)`` for RoPE over ``rotary_dim`` dims.
 
     ``max_position_embeddings`` is the config's value: dynamic NTK scales relative to it, and
-    llama3/yarn use it when ``original_max_position_embeddings`` is absent. ``seq_len`` only
-    matters for dynamic NTK: transformers recomputes the base once a sequence grows past
-    ``max_position_embeddings`` (``seq_len`` below it changes nothing, as in transformers).
+    llama3/yarn/longrope use it when ``original_max_position_embeddings`` is absent (longrope also
+    derives its default ``factor`` from it). ``seq_len`` matters for dynamic NTK (transformers
+    recomputes the base once a sequence grows past ``max_position_embeddings``) and for longrope
+    (its ``long_factor`` applies past ``original_max_position_embeddings``, ``short_factor`` below).
     """
     if isinstance(rotary_dim, bool) or not isinstance(rotary_dim, int) or rotary_dim <= 0 or rotary_dim % 2:
         raise ValueError(f"rotary_dim must be a positive even int, got {rotary_dim!r}")
@@ -101,6 +102,9 @@ def rope_inv_freq(
         smoothed = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
         is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
         return torch.where(is_medium, smoothed, inv_freq_llama), 1.0
+
+    if rope_type == "longrope":
+        return _longrope_inv_freq(rotary_dim, base, rope_scaling, max_position_embeddings, seq_len, device)
 
     # yarn
     original_max = _original_max(rope_scaling, rope_type, max_position_embeddings)
@@ -141,6 +145,35 @@ def rope_inv_freq(
     return inv_freq, attention_factor
 
 
+def _longrope_factors(rope_scaling: dict, key: str, rotary_dim: int) -> list:
+    factors = _param(rope_scaling, key, "longrope")
+    if not isinstance(factors, (list, tuple)) or len(factors) != rotary_dim // 2 or not all(
+            not isinstance(f, bool) and isinstance(f, (int, float)) and f > 0 for f in factors):
+        raise ValueError(f"rope_scaling of type 'longrope' needs {key!r}: {rotary_dim // 2} positive numbers "
+                         f"(one per rotated pair of dims), got {factors!r}"[:300])
+    return list(factors)
+
+
+def _longrope_inv_freq(rotary_dim: int, base: float, rope_scaling: dict, max_position_embeddings: int | None,
+                       seq_len: int | None, device) -> tuple[torch.Tensor, float]:
+    """LongRoPE (Phi-3): the default frequencies divided per pair by ``long_factor`` for sequences
+    longer than ``original_max_position_embeddings``, else by ``short_factor``; cos/sin scaled by
+    ``attention_factor`` (default ``sqrt(1 + ln(factor) / ln(original_max))``, ``factor`` defaulting
+    to ``max_position_embeddings / original_max``), as transformers computes them."""
+    original_max = _original_max(rope_scaling, "longrope", max_position_embeddings)
+    long = seq_len is not None and seq_len > original_max
+    factors = _longrope_factors(rope_scaling, "long_factor" if long else "short_factor", rotary_dim)
+    factor = rope_scaling.get("factor")
+    if factor is None:
+        factor = (max_position_embeddings or original_max) / original_max
+    attention_factor = rope_scaling.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original_max))
+    ext_factors = torch.tensor(factors, dtype=torch.float32, device=device)
+    exponents = torch.arange(0, rotary_dim, 2, dtype=torch.int64, device=device).float() / rotary_dim
+    return 1.0 / (ext_factors * base ** exponents), attention_factor
+
+
 def build_cos_sin_cache(
     rotary_dim: int,
     max_position: int,
@@ -157,13 +190,26 @@ def build_cos_sin_cache(
     follow transformers' per-batch recomputation, so the base is scaled for ``seq_len =
     max_position`` (the cache length), as vLLM does; sequences shorter than
     ``max_position_embeddings`` then differ from transformers, which keeps the unscaled base.
+
+    LongRoPE: rows below ``original_max_position_embeddings`` use the short factors and rows from
+    it on the long ones. transformers picks one set for a whole forward by its largest position,
+    the same for every token of a sequence that stays within ``original_max`` and for each decode
+    step past it; a sequence that crosses it differs in its earlier keys, which transformers
+    recomputes with the long factors (its generate drops the cache there) and a paged cache keeps.
     """
     if isinstance(max_position, bool) or not isinstance(max_position, int) or max_position <= 0:
         raise ValueError(f"max_position must be a positive int, got {max_position!r}")
+    short_len = None if _rope_type(rope_scaling) == "longrope" else max_position  # longrope: short rows first
     inv_freq, attention_scaling = rope_inv_freq(
-        rotary_dim, base, rope_scaling, max_position_embeddings, seq_len=max_position, device=device
+        rotary_dim, base, rope_scaling, max_position_embeddings, seq_len=short_len, device=device
     )
     positions = torch.arange(max_position, device=inv_freq.device, dtype=torch.int64).float()
-    freqs = positions[:, None] * inv_freq[None, :]
+    if _rope_type(rope_scaling) == "longrope":
+        original_max = _original_max(rope_scaling, "longrope", max_position_embeddings)
+        if max_position > original_max:  # long rows: the frequencies transformers uses past original_max
+            long_inv_freq, _ = rope_inv_freq(rotary_dim, base, rope_scaling, max_position_embeddings,
+                                             seq_len=original_max + 1, device=device)
+            inv_freq = torch.where((positions >= original_max)[:, None], long_inv_freq[None, :], inv_freq[None, :])
+    freqs = positions[:, None] * inv_freq
     cache = torch.cat((freqs.cos() * attention_scaling, freqs.sin() * attention_scaling), dim=-1)
     return cache.to(dtype).contiguous()
