@@ -52,7 +52,7 @@ struct PlanLayer {
   std::optional<int64_t> sliding_window;
   // Per-head RMSNorm weights [head_dim] of q and k after the projection, before RoPE (Qwen3).
   std::optional<TensorView> q_norm, k_norm;
-  double q_norm_eps = 1e-6, k_norm_eps = 1e-6;
+  double qk_norm_eps = 1e-6;
 
   bool has_head_norm() const { return q_norm.has_value() || k_norm.has_value(); }
 };
@@ -71,7 +71,7 @@ class DecoderPlan {
  public:
   DecoderPlan(int dtype_code, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, bool is_neox,
               PlanWeight embedding, std::vector<PlanLayer> layers, const TensorView& final_norm, double final_eps,
-              PlanWeight lm_head, const TensorView& cos_sin_cache)
+              PlanWeight lm_head, const TensorView& cos_sin_cache, std::optional<int64_t> rotary_dim)
       : H_(num_heads), KVH_(num_kv_heads), D_(head_dim), is_neox_(is_neox), embedding_(std::move(embedding)),
         layers_(std::move(layers)), final_norm_(final_norm), final_eps_(final_eps), lm_head_(std::move(lm_head)),
         cos_sin_(cos_sin_cache) {
@@ -105,8 +105,8 @@ class DecoderPlan {
       PIO_CHECK(l.scale > 0, p, "scale must be positive, got ", l.scale);
       PIO_CHECK(!l.sliding_window || *l.sliding_window >= 1, p, "sliding_window must be >= 1 or None, got ",
                 *l.sliding_window);
-      if (l.q_norm) check_norm(*l.q_norm, name("q_norm").c_str(), dtype_, D_, l.q_norm_eps);
-      if (l.k_norm) check_norm(*l.k_norm, name("k_norm").c_str(), dtype_, D_, l.k_norm_eps);
+      if (l.q_norm) check_norm(*l.q_norm, name("q_norm").c_str(), dtype_, D_, l.qk_norm_eps);
+      if (l.k_norm) check_norm(*l.k_norm, name("k_norm").c_str(), dtype_, D_, l.qk_norm_eps);
     }
     check_norm(final_norm_, "final_norm", dtype_, hidden_, final_eps_);
     lm_head_.check("lm_head", dtype_, lm_head_.rows(), hidden_);
@@ -117,6 +117,8 @@ class DecoderPlan {
     PIO_CHECK(cos_sin_.size(1) >= 2 && cos_sin_.size(1) % 2 == 0 && cos_sin_.size(1) <= D_,
               "cos_sin_cache.shape[1] (rotary_dim) must be even, positive and <= head_dim ", D_, ", got ",
               cos_sin_.shape_str());
+    PIO_CHECK(!rotary_dim || *rotary_dim == cos_sin_.size(1), "rotary_dim ", rotary_dim.value_or(0),
+              " disagrees with cos_sin_cache ", cos_sin_.shape_str(), " (its width is the rotated dims)");
   }
 
   // The per-layer caches [num_blocks, block_size, KVH, D], checked here once.
@@ -281,8 +283,8 @@ class DecoderPlan {
         const TensorView heads = rows_view(qkv + t * row_bytes + (col0 + (s - first) * D_) * es, dtype_, f - s, D_);
         rms_norm(heads, heads, w, eps);
       };
-      if (nq) norm_heads(t * per_token, nq, 0, *l.q_norm, l.q_norm_eps);
-      if (nk) norm_heads(t * per_token + nq, nk, q_size(), *l.k_norm, l.k_norm_eps);
+      if (nq) norm_heads(t * per_token, nq, 0, *l.q_norm, l.qk_norm_eps);
+      if (nk) norm_heads(t * per_token + nq, nk, q_size(), *l.k_norm, l.qk_norm_eps);
     }
   }
   int64_t kv_size() const { return KVH_ * D_; }
@@ -324,25 +326,25 @@ PIO_CPU_BINDINGS(decoder_plan) {
       .def(py::init([](const pio::TensorView& input_norm, double input_eps, PlanWeight qkv, PlanWeight o_proj,
                        const pio::TensorView& post_norm, double post_eps, PlanWeight gate_up, PlanWeight down,
                        double scale, std::optional<int64_t> sliding_window, std::optional<pio::TensorView> q_norm,
-                       std::optional<pio::TensorView> k_norm, double q_norm_eps, double k_norm_eps) {
+                       std::optional<pio::TensorView> k_norm, double qk_norm_eps) {
              return PlanLayer{input_norm, input_eps, std::move(qkv), std::move(o_proj), post_norm, post_eps,
-                              std::move(gate_up), std::move(down), scale, sliding_window, q_norm, k_norm,
-                              q_norm_eps, k_norm_eps};
+                              std::move(gate_up), std::move(down), scale, sliding_window, q_norm, k_norm, qk_norm_eps};
            }),
            py::arg("input_norm"), py::arg("input_eps"), py::arg("qkv"), py::arg("o_proj"), py::arg("post_norm"),
            py::arg("post_eps"), py::arg("gate_up"), py::arg("down"), py::arg("scale"), py::arg("sliding_window"),
-           py::arg("q_norm") = py::none(), py::arg("k_norm") = py::none(), py::arg("q_norm_eps") = 1e-6,
-           py::arg("k_norm_eps") = 1e-6,
+           py::arg("q_norm") = py::none(), py::arg("k_norm") = py::none(), py::arg("qk_norm_eps") = 1e-6,
            "q_norm / k_norm: optional per-head RMSNorm weights [head_dim] applied to each q / k head after the "
-           "qkv projection and before RoPE (Qwen3), with their eps");
+           "qkv projection and before RoPE (Qwen3), both with eps qk_norm_eps");
   py::class_<DecoderPlan>(m, "DecoderPlan",
                           "A Llama-family decode step in C++ (see csrc/decoder/decoder_plan.cpp); "
                           "holds views: the caller keeps every tensor alive")
       .def(py::init<int, int64_t, int64_t, int64_t, bool, PlanWeight, std::vector<PlanLayer>,
-                    const pio::TensorView&, double, PlanWeight, const pio::TensorView&>(),
+                    const pio::TensorView&, double, PlanWeight, const pio::TensorView&, std::optional<int64_t>>(),
            py::arg("dtype"), py::arg("num_heads"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("is_neox"),
            py::arg("embedding"), py::arg("layers"), py::arg("final_norm"), py::arg("final_eps"), py::arg("lm_head"),
-           py::arg("cos_sin_cache"))
+           py::arg("cos_sin_cache"), py::arg("rotary_dim") = py::none(),
+           "cos_sin_cache [max_position, rotary_dim]: RoPE rotates the first rotary_dim dims of each head "
+           "(partial rotary below head_dim); rotary_dim, when given, must equal its width")
       .def("set_kv_caches", &DecoderPlan::set_kv_caches, py::arg("key_caches"), py::arg("value_caches"))
       .def("run", &DecoderPlan::run, py::arg("input_ids"), py::arg("positions"), py::arg("slot_mapping"),
            py::arg("block_tables"), py::arg("context_lens"), py::arg("max_context_len"), py::arg("logits"), PIO_NOGIL,

@@ -77,14 +77,15 @@ class Decoder:
         for L in self.layers:
             kwargs = {}
             if L["q_norm"] is not None:
-                kwargs.update(q_norm=v(L["q_norm"]), q_norm_eps=EPS)
+                kwargs.update(q_norm=v(L["q_norm"]), qk_norm_eps=EPS / 2)
             if L["k_norm"] is not None:
-                kwargs.update(k_norm=v(L["k_norm"]), k_norm_eps=EPS / 2)
+                kwargs.update(k_norm=v(L["k_norm"]), qk_norm_eps=EPS / 2)
             plan_layers.append(native.PlanLayer(
                 v(L["in"]), EPS, dense(L["qkv"], L["qkv_bias"]), dense(L["o"]), v(L["post"]), EPS,
                 dense(L["gate_up"]), dense(L["down"]), head_dim ** -0.5, None, **kwargs))
         self.plan = native.DecoderPlan(DTYPE_CODES[dtype], heads, kv_heads, head_dim, True, dense(self.embed),
-                                       plan_layers, v(self.final), EPS, dense(self.lm_head), v(self.cos_sin))
+                                       plan_layers, v(self.final), EPS, dense(self.lm_head), v(self.cos_sin),
+                                       rotary_dim=rotary_dim)
 
     def reference(self, ids, positions, caches64, tables, lens):
         """float64 logits [T, vocab] and each layer's new (key, value) [T, KVH, D] of the step."""
@@ -100,7 +101,7 @@ class Decoder:
             k = qkv[:, H * D: (H + KVH) * D].view(-1, KVH, D)
             val = qkv[:, (H + KVH) * D:].view(-1, KVH, D)
             if L["q_norm"] is not None:
-                q = rms64(q, L["q_norm"].double(), EPS)
+                q = rms64(q, L["q_norm"].double(), EPS / 2)
             if L["k_norm"] is not None:
                 k = rms64(k, L["k_norm"].double(), EPS / 2)
             q, k = rope64(q, self.cos_sin.double(), positions), rope64(k, self.cos_sin.double(), positions)
@@ -220,14 +221,17 @@ def test_bad_norm_weights_are_named():
         return native.PlanLayer(view(L["in"]), EPS, dense(view(L["qkv"])), dense(view(L["o"])), view(L["post"]), EPS,
                                 dense(view(L["gate_up"])), dense(view(L["down"])), 0.125, None, **kwargs)
 
-    def plan(layers):
+    def plan(layers, **kwargs):
         return native.DecoderPlan(0, 4, 2, 64, True, native.PlanWeight.dense(view(d.embed)), layers,
-                                  view(d.final), EPS, native.PlanWeight.dense(view(d.lm_head)), view(d.cos_sin))
+                                  view(d.final), EPS, native.PlanWeight.dense(view(d.lm_head)), view(d.cos_sin),
+                                  **kwargs)
 
     short = torch.ones(63)
     with pytest.raises(ValueError, match=r"layers\[1\]\.k_norm must have shape \[64\], got \[63\]"):
         plan([layer(), layer(k_norm=view(short))])
     with pytest.raises(ValueError, match=r"layers\[0\]\.q_norm: eps must be positive, got 0"):
-        plan([layer(q_norm=view(torch.ones(64)), q_norm_eps=0.0)])
+        plan([layer(q_norm=view(torch.ones(64)), qk_norm_eps=0.0)])
     with pytest.raises(ValueError, match=r"layers\[0\]\.q_norm must be float32 or float32, got float64"):
         plan([layer(q_norm=view(torch.ones(64, dtype=torch.float64)))])
+    with pytest.raises(ValueError, match=r"rotary_dim 32 disagrees with cos_sin_cache \[256, 64\]"):
+        plan([layer()], rotary_dim=32)
