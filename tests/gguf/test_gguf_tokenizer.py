@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inference_pio.tokenizer import Tokenizer
-from inference_pio.tokenizer_gguf import build_tokenizer
+from inference_pio.tokenizer.gguf import build_tokenizer
 
 from .conftest import hf_tokenizer_from_gguf
 from .writer import write_gguf

@@ -20,7 +20,7 @@ import pytest
 
 from inference_pio.plugin import ConfigError
 from inference_pio.plugins.llama import LlamaConfig
-from inference_pio.tokenizer_gguf import tokenizer_from_gguf
+from inference_pio.tokenizer import tokenizer_from_gguf
 from inference_pio.weights import WeightLoadError
 from inference_pio.weights.gguf_file import open_gguf
 

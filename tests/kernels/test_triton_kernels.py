@@ -1,4 +1,4 @@
-"""Direct checks of the Triton backends (inference_pio/kernels/<module>.py) against small float64 references,
+"""Direct checks of the Triton backends (top-level kernels/<module>.py) against small float64 references,
 through the interpreter on CPU tensors (or on a GPU when one is present). The shared op tests
 (tests/ops/test_<op>.py) exercise the triton backend through the public ops; these keep the
 kernel-specific cases: padded head dims, GQA, packed lengths, paging, split-K, partial rotary.

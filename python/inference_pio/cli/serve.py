@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         max_seq_len: int = opt.MaxSeqLen,
         log_level: str = typer.Option("info", "--log-level"),
     ) -> int:
+        from ..extras import require
+
+        require("serve", "pio serve")  # fastapi, uvicorn, prometheus_client: a message naming the extra
         import uvicorn
 
         from ..server import ServedModel, ServerState, create_app

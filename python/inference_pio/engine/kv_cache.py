@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..errors import InferencePioError
 from .block_hash import BlockHash, extend_block_hashes, root_hash
 from .metadata import AttentionMetadata, MetadataBuffers
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .prefix_cache import PrefixHit
 
 
-class KVCacheFullError(RuntimeError):
+class KVCacheFullError(InferencePioError, RuntimeError):
     """Raised when a request needs more free blocks than the cache has; no state was changed."""
 
     def __init__(self, blocks_needed: int, blocks_free: int, block_size: int, what: str = "request"):

@@ -6,8 +6,10 @@ are ``ValueError``s, so callers can catch the built-in kinds; ``str()`` is the p
 
 from __future__ import annotations
 
+from ..errors import InferencePioError
 
-class ModelManagerError(Exception):
+
+class ModelManagerError(InferencePioError):
     """Base class of every error the model manager raises on purpose."""
 
     def __str__(self) -> str:  # KeyError would quote the message; keep it readable

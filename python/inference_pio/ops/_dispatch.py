@@ -23,16 +23,14 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .. import _native
+# A backend cannot run these arguments; defined at the bottom so the Triton kernels raise it without importing us.
+from ..errors import BackendUnsupported
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 BACKEND_ENV = "INFERENCE_PIO_BACKEND"
 _AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("triton", "cuda", "reference")}
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("inference_pio_backend", default=None)
-
-
-class BackendUnsupported(ValueError):
-    """A backend cannot run these particular arguments (an unsupported head dim, say)."""
 
 
 @contextlib.contextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import InferencePioError
 
-class PluginError(Exception):
+
+class PluginError(InferencePioError):
     """Base class of every error raised by ``inference_pio.plugin``."""
 
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..services.schemas import SchemaError
-from ..services.structured import GrammarBackend, GrammarLogitsProcessor
+from ..engine.output_schema import SchemaError
+from ..engine.grammar import GrammarBackend, GrammarLogitsProcessor
 from .errors import APIError
 
 _ANY_OBJECT = {"type": "object"}
 
 
+def constrains(response_format) -> bool:
+    """Whether ``response_format`` asks for a grammar (else :func:`processors_for` returns no processors)."""
+    return response_format is not None and response_format.type != "text"
+
+
 def processors_for(model, response_format) -> Callable[[], tuple]:
     """A factory of fresh processors for each choice (a grammar matcher holds per-request state)."""
-    if response_format is None or response_format.type == "text":
+    if not constrains(response_format):
         return tuple
     schema = _ANY_OBJECT if response_format.type == "json_object" else response_format.json_schema.schema_
     try:

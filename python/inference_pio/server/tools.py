@@ -11,11 +11,12 @@ in the assistant's message and tool results become user messages in ``<tool_resp
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
-from ..services.schemas import OutputSchema, SchemaError
-from ..services.structured import GrammarBackend, GrammarLogitsProcessor
+from ..engine.output_schema import OutputSchema, SchemaError
+from ..engine.grammar import GrammarBackend, GrammarLogitsProcessor
 from .errors import APIError
 from .tool_calls import HERMES, LLAMA, ToolFormat
 from .tool_grammar import structural_tag
@@ -61,7 +62,9 @@ def template_format(template: str | None) -> ToolFormat | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
 def _reads_tools(template: str) -> bool:
+    """Parsing the template takes a while (milliseconds for Llama 3.1's) and every chat request asks: cached."""
     import jinja2
     from jinja2 import meta
 

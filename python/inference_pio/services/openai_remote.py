@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..extras import require
 from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
                         SchematicGenerationResult, SchematicGenerator, ServiceError, UsageInfo)
 from .moderation import DEFAULT_CATEGORIES, ModelModeration
@@ -73,10 +74,8 @@ class OpenAIRemoteService(NLPService):
         self.context_window = context_window
         self.moderation_categories = tuple(moderation_categories)
         self.logger = logger or logging.getLogger(__name__)
-        try:
-            from openai import AsyncOpenAI
-        except ImportError:
-            raise ImportError("the OpenAI-compatible service needs the openai package (pip install openai)") from None
+        [openai] = require("remote", "the OpenAI-compatible remote service", ("openai",))
+        AsyncOpenAI = openai.AsyncOpenAI
         self._client_options = {"base_url": self.base_url, "api_key": api_key, "timeout": timeout,
                                 "max_retries": max_retries}
         self._client_class = AsyncOpenAI

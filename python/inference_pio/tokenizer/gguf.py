@@ -1,4 +1,5 @@
-"""The tokenizer a GGUF file describes in its metadata, built with the ``tokenizers`` library.
+"""The tokenizer a GGUF file describes in its metadata, built with the ``tokenizers`` library
+(``Tokenizer.from_gguf`` calls :func:`read_gguf_tokenizer`; this module knows no ``Tokenizer``).
 
 A GGUF has no tokenizer.json: llama.cpp stores the vocabulary (``tokenizer.ggml.tokens``), merges,
 token types, special-token ids, the add-BOS flag and the chat template as metadata. We rebuild the
@@ -19,9 +20,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .messages import shorten
-from .tokenizer import Tokenizer, _FastBackend
-from .weights.errors import WeightLoadError
+from ..errors import WeightLoadError
+from ..messages import shorten
+from .backends import FastBackend
 
 _CONTROL, _USER_DEFINED = 3, 4
 _SPECIAL_IDS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
@@ -43,13 +44,14 @@ PRE_TOKENIZER_SPLITS = {
 }
 
 
-def tokenizer_from_gguf(source) -> Tokenizer:
-    """A :class:`Tokenizer` from a GGUF file's metadata (``source``: a path or an opened ``GGUFFile``).
+def read_gguf_tokenizer(source) -> tuple:
+    """What ``Tokenizer(...)`` is built from, read from a GGUF file's metadata (``source``: a path or an
+    opened ``GGUFFile``): ``(backend, path, tokenizer config, generation config, model config, chat template)``.
 
     Raises ``WeightLoadError`` (a ``ValueError``) naming the file and the key when it has no tokenizer,
     one of a kind not supported, or mistyped tokenizer metadata.
     """
-    from .weights.gguf_file import open_gguf
+    from ..weights.gguf_file import open_gguf
 
     gguf = open_gguf(source)
     path = gguf.path
@@ -72,8 +74,8 @@ def tokenizer_from_gguf(source) -> Tokenizer:
                               f"{shorten(str(exc), 200)}") from exc
     # llama.cpp stops on end-of-turn / end-of-message tokens as well as EOS.
     stop_ids = [ids[k] for k in ("eos_token_id", "eot_token_id", "eom_token_id") if k in ids]
-    return Tokenizer(backend, path, special, {}, {"eos_token_id": stop_ids, "bos_token_id": ids.get("bos_token_id")},
-                     gguf.get("tokenizer.chat_template"))
+    return (backend, path, special, {}, {"eos_token_id": stop_ids, "bos_token_id": ids.get("bos_token_id")},
+            gguf.get("tokenizer.chat_template"))
 
 
 # tokenizer.ggml.<key> -> (element type, what to call it): the arrays a tokenizer is built from.
@@ -110,7 +112,7 @@ def _describe(values) -> str:
     return f"an array holding {type(odd).__name__} {shorten(odd)}"
 
 
-class _GGUFBackend(_FastBackend):
+class _GGUFBackend(FastBackend):
     """The tokenizer.json backend's methods over a ``tokenizers.Tokenizer`` built in memory."""
 
     def __init__(self, tok):

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from inference_pio.ops._dispatch import BackendUnsupported
+from inference_pio.errors import BackendUnsupported
 
 # Head dims are padded to the next power of two inside the attention kernels; above this the
 # tiles no longer fit in registers/shared memory of one program.
