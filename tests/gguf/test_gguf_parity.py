@@ -11,7 +11,7 @@ import torch
 
 from inference_pio.layers import QuantizedEmbedding, QuantizedLinear
 from inference_pio.plugins.llama import Llama_Plugin
-from inference_pio.plugins.llama.gguf import RowSplitLinear
+from inference_pio.layers.row_split import RowSplitLinear
 from tests.llama.checkpoints import (
     BF16_TOL, assert_greedy_parity, hf_logits, hf_model, load_plugin, random_tokens, teacher_forced_logits,
 )

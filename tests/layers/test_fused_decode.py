@@ -249,7 +249,7 @@ def quantize_model(model, quantize_input: bool) -> None:
     """Every projection and the embedding as GGUF blocks (mixed types); layer 1's qkv kept as a
     row-split projection of a Q4_1 q, a Q8_0 k and a dense v, as a GGUF with mixed types loads."""
     from inference_pio.layers import Linear, QuantizedLinear, swap_in_quantized
-    from inference_pio.plugins.llama.gguf import RowSplitLinear
+    from inference_pio.layers.row_split import RowSplitLinear
     from inference_pio.quant import QuantizedTensor
 
     state = {}

@@ -7,6 +7,12 @@
 - :class:`GatedMLP`: fused gate_up projection, SiLU-and-multiply, down projection.
 - :class:`QuantizedLinear`, :class:`QuantizedEmbedding`: over GGUF-block weights (``swap_in_quantized``).
 - :class:`Workspace`: reused activation buffers, so a step allocates nothing once warm.
+
+The shared Llama-family decoder is built from these (import it from its module, it pulls in the
+fused step): ``decoder.DecoderModel`` (embedding, pre-norm blocks, head; switches from the config),
+``decoder_weights`` (checkpoint names and stacking, declared as data), ``decoder_gguf`` (GGUF
+loading), ``step_context.StepContext`` (what one step's layers read), ``decode_plan.DecodePlan``
+(the model's modules by role) and ``fused_decode`` (the C++ step that executes that plan).
 """
 
 from .attention import PagedAttention

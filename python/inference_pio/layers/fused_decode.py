@@ -1,17 +1,16 @@
-"""The decode step of a Llama-family decoder as one C++ call (``DecoderPlan``, csrc/kernels/cpu/decoder_step.cpp).
+"""The decode step of a Llama-family decoder as one C++ call (``DecoderPlan``, csrc/decoder/).
 
 At batch-1 decode a small model is hundreds of kernel calls of a few microseconds each; run from
 Python (module calls, workspace lookups, tensor views, validation, dispatch) they cost about as
 much as the kernels. ``FusedDecoder`` hands the C++ side views of every weight once and then runs
 each decode step (embedding -> layers -> final norm -> LM head) in a single call without the GIL.
 
-The model must be laid out like transformers' Llama, as ``plugins/llama/model.py`` (and the
-families built on it: Mistral, Qwen2) is: ``embed_tokens``, ``layers[i].{input_layernorm,
-self_attn.{qkv_proj, attn, o_proj}, post_attention_layernorm, mlp.{gate_up_proj, down_proj}}``,
-``norm``, ``lm_head``, ``rotary``, built from ``inference_pio.layers`` modules. Projections may be
-dense ``Linear``, ``QuantizedLinear`` (GGUF blocks, its ``quantize_input`` honoured) or split in row
-parts of those (a GGUF with mixed types per group); the embedding dense or ``QuantizedEmbedding``.
-Per-layer settings (sliding window, attention scale, norm eps, qkv bias) come from each layer.
+This module executes a plan it is given: the model names its modules by role in a ``DecodePlan``
+(``decode_plan.py``; the shared decoder's ``decode_plan()``), and nothing here reads the model's
+attribute names. Projections may be dense ``Linear``, ``QuantizedLinear`` (GGUF blocks, its
+``quantize_input`` honoured) or a ``RowSplitLinear`` of those (a GGUF with mixed types per group);
+the embedding dense or ``QuantizedEmbedding``. Per-layer settings (sliding window, attention scale,
+norm eps, qkv bias, q/k norm when the build takes it) come from each layer's modules.
 
 ``fused_decode_step`` is the model's hook: it returns the step's logits, or None when the fused
 path does not apply (not a CPU decode step, ``INFERENCE_PIO_FUSED_DECODE=0``, a forced non-cpu
@@ -33,21 +32,15 @@ from ..ops import _dispatch
 from ..ops._tensor import DTYPE_CODES, view
 from ..ops.paged_decode_attention import CPU_HEAD_DIM_MULTIPLE, CPU_MAX_HEAD_DIM
 from ..ops.quantized_linear import input_mode_code
-from .attention import PagedAttention
+from .decode_plan import DecodePlan, FusedDecodeUnsupported, LayerPlan
 from .linear import Linear
-from .mlp import GatedMLP
-from .norm import RMSNorm
 from .quantized import QuantizedEmbedding, QuantizedLinear
-from .rotary import RotaryEmbedding
+from .row_split import RowSplitLinear
 from .workspace import Workspace
 
 FUSED_DECODE_ENV = "INFERENCE_PIO_FUSED_DECODE"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PROJECTIONS = (Linear, QuantizedLinear)
-
-
-class FusedDecodeUnsupported(ValueError):
-    """The model cannot run through the fused decode step; the message says which part and why."""
 
 
 def fused_decode_enabled() -> bool:
@@ -60,38 +53,35 @@ def _expect(condition: bool, message: str) -> None:
         raise FusedDecodeUnsupported(message)
 
 
-def _module(parent: nn.Module, path: str, kind: type | tuple[type, ...], prefix: str = "") -> nn.Module:
-    """``parent``'s submodule at dotted ``path``, checked to be a ``kind``; errors name ``prefix + path``."""
-    obj: object = parent
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        _expect(obj is not None, f"{prefix}{path}: missing (a Llama-layout model has it)")
-    names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-    article = "an" if names[0] in "AEIOU" else "a"
-    _expect(isinstance(obj, kind), f"{prefix}{path} must be {article} {names}, got {type(obj).__name__}")
-    return obj
+def _accepts(native_class, argument: str) -> bool:
+    """Whether this build's ``native_class`` constructor takes ``argument`` (its pybind11 signature)."""
+    return f"{argument}:" in (native_class.__init__.__doc__ or "")
 
 
 class FusedDecoder:
-    """A ``DecoderPlan`` over a Llama-layout model's weights, callable like the model on decode steps.
+    """A ``DecoderPlan`` over the weights a ``DecodePlan`` names, callable like the model on decode steps.
 
     Holds references to every tensor the plan reads. Weights are read once, at construction: a
     model whose weights are replaced afterwards needs a new one (``forget_fused_decoder``).
     """
 
-    def __init__(self, model: nn.Module):
-        """Raises ``FusedDecodeUnsupported`` (a ValueError) naming the part of ``model`` that does not fit."""
-        embed = _module(model, "embed_tokens", (nn.Embedding, QuantizedEmbedding))
-        layers = _module(model, "layers", nn.ModuleList)
-        rotary = _module(model, "rotary", RotaryEmbedding)
-        final_norm = _module(model, "norm", RMSNorm)
-        _expect(len(layers) > 0, "layers: the model has no decoder layers")
+    def __init__(self, source: nn.Module | DecodePlan):
+        """``source``: a model with ``decode_plan()`` or the plan itself. Raises
+        ``FusedDecodeUnsupported`` (a ValueError) naming the part that does not fit."""
+        if isinstance(source, DecodePlan):
+            plan = source
+        else:
+            _expect(callable(getattr(source, "decode_plan", None)),
+                    f"{type(source).__name__} has no decode_plan() (the decoder builds its fused plan)")
+            plan = source.decode_plan()
+        embed, rotary, final_norm = plan.embed, plan.rotary, plan.final_norm
+        _expect(len(plan.layers) > 0, "layers: the model has no decoder layers")
         # The activation dtype: the dense table's, or the one a quantized table is read out in.
         dtype = embed.dtype if isinstance(embed, QuantizedEmbedding) else embed.weight.dtype
         _expect(dtype in _DTYPES, f"embed_tokens: dtype must be float32, float16 or bfloat16, got {dtype}")
         self.dtype = dtype
-        first_attn = _module(layers[0], "self_attn.attn", PagedAttention, "layers.0.")
-        heads, kv_heads, head_dim = first_attn.num_heads, first_attn.num_kv_heads, first_attn.head_dim
+        first = plan.layers[0].attention
+        heads, kv_heads, head_dim = first.num_heads, first.num_kv_heads, first.head_dim
         _expect(head_dim % CPU_HEAD_DIM_MULTIPLE == 0 and head_dim <= CPU_MAX_HEAD_DIM,
                 f"head_dim {head_dim}: the CPU decode attention needs a multiple of {CPU_HEAD_DIM_MULTIPLE} "
                 f"up to {CPU_MAX_HEAD_DIM}")
@@ -99,35 +89,45 @@ class FusedDecoder:
         self._tensors: list[torch.Tensor] = []  # everything the plan points into, kept alive here
         native = _native.cpu_module()
         plan_layers = []
-        for i, layer in enumerate(layers):
-            p = f"layers.{i}."
-            attn = _module(layer, "self_attn.attn", PagedAttention, p)
+        for layer in plan.layers:
+            attn = layer.attention
             _expect((attn.num_heads, attn.num_kv_heads, attn.head_dim) == (heads, kv_heads, head_dim),
-                    f"{p}self_attn.attn: heads {attn.num_heads}/{attn.num_kv_heads}/{attn.head_dim} differ from "
-                    f"layer 0's {heads}/{kv_heads}/{head_dim}")
-            mlp = _module(layer, "mlp", GatedMLP, p)
-            in_norm = _module(layer, "input_layernorm", RMSNorm, p)
-            post_norm = _module(layer, "post_attention_layernorm", RMSNorm, p)
+                    f"{layer.name('attention')}: heads {attn.num_heads}/{attn.num_kv_heads}/{attn.head_dim} differ "
+                    f"from layer 0's {heads}/{kv_heads}/{head_dim}")
+            in_norm, post_norm = layer.input_norm, layer.post_norm
             plan_layers.append(native.PlanLayer(
-                self._view(in_norm.weight, p + "input_layernorm.weight"), in_norm.eps,
-                self._projection(native, layer, "self_attn.qkv_proj", p),
-                self._projection(native, layer, "self_attn.o_proj", p),
-                self._view(post_norm.weight, p + "post_attention_layernorm.weight"), post_norm.eps,
-                self._projection(native, layer, "mlp.gate_up_proj", p),
-                self._projection(native, layer, "mlp.down_proj", p),
-                attn.scale, attn.sliding_window))
+                self._view(in_norm.weight, layer.name("input_norm") + ".weight"), in_norm.eps,
+                self._projection(native, layer.qkv, layer.name("qkv")),
+                self._projection(native, layer.o_proj, layer.name("o_proj")),
+                self._view(post_norm.weight, layer.name("post_norm") + ".weight"), post_norm.eps,
+                self._projection(native, layer.gate_up, layer.name("gate_up")),
+                self._projection(native, layer.down, layer.name("down")),
+                attn.scale, attn.sliding_window, **self._qk_norm_kwargs(native, layer)))
         try:
             self._plan = native.DecoderPlan(
                 DTYPE_CODES[dtype], heads, kv_heads, head_dim, rotary.is_neox,
                 self._weight(native, embed, "embed_tokens"), plan_layers,
                 self._view(final_norm.weight, "norm.weight"), final_norm.eps,
-                self._projection(native, model, "lm_head"), self._view(rotary.cos_sin_cache, "rotary.cos_sin_cache"))
+                self._projection(native, plan.lm_head, "lm_head"),
+                self._view(rotary.cos_sin_cache, "rotary.cos_sin_cache"))  # its width is the rotary dims
         except ValueError as e:  # a shape or dtype that does not fit, named by the C++ checks
             raise FusedDecodeUnsupported(str(e)) from None
         self.vocab_size = self._plan.vocab_size
         self._workspace = Workspace("cpu")
         self._key_caches: list[torch.Tensor] = []
         self._value_caches: list[torch.Tensor] = []
+
+    def _qk_norm_kwargs(self, native, layer: LayerPlan) -> dict:
+        """Per-head q/k RMSNorm weights (Qwen3), when the layer has them and this build's plan takes them."""
+        if layer.q_norm is None and layer.k_norm is None:
+            return {}
+        _expect(layer.q_norm is not None and layer.k_norm is not None,
+                f"{layer.prefix}self_attn: q_norm and k_norm come together (one of them is missing)")
+        _expect(_accepts(native.PlanLayer, "q_norm"),
+                f"{layer.name('q_norm')}: this build's fused decode step has no q/k RMSNorm")
+        return dict(q_norm=self._view(layer.q_norm.weight, layer.name("q_norm") + ".weight"),
+                    k_norm=self._view(layer.k_norm.weight, layer.name("k_norm") + ".weight"),
+                    qk_norm_eps=layer.q_norm.eps)
 
     def _view(self, t: torch.Tensor, name: str) -> tuple:
         _expect(isinstance(t, torch.Tensor), f"{name} must be a tensor, got {type(t).__name__}")
@@ -136,19 +136,16 @@ class FusedDecoder:
         self._tensors.append(t)
         return view(t)
 
-    def _projection(self, native, parent: nn.Module, path: str, prefix: str = ""):
-        """The ``PlanWeight`` of a ``Linear`` / ``QuantizedLinear`` at ``path``, or of a row-split
-        projection: a module whose ``parts`` (``Linear`` / ``QuantizedLinear``) compute consecutive
-        slices of its output, as a fused qkv loaded from a GGUF with mixed types is kept."""
-        module = _module(parent, path, nn.Module, prefix)
-        name = prefix + path
-        parts = getattr(module, "parts", None)
-        if not isinstance(module, _PROJECTIONS) and isinstance(parts, nn.ModuleList):
-            for j, part in enumerate(parts):
+    def _projection(self, native, module: nn.Module, name: str):
+        """The ``PlanWeight`` of a ``Linear`` / ``QuantizedLinear``, or of a ``RowSplitLinear`` whose
+        ``parts`` (``Linear`` / ``QuantizedLinear``) compute consecutive slices of its output, as a
+        fused qkv loaded from a GGUF with mixed types is kept."""
+        if isinstance(module, RowSplitLinear):
+            for j, part in enumerate(module.parts):
                 _expect(isinstance(part, _PROJECTIONS),
                         f"{name}.parts.{j} must be a Linear or QuantizedLinear, got {type(part).__name__}")
             return native.PlanWeight.concat([self._weight(native, part, f"{name}.parts.{j}")
-                                             for j, part in enumerate(parts)])
+                                             for j, part in enumerate(module.parts)])
         _expect(isinstance(module, _PROJECTIONS),
                 f"{name} must be a Linear, a QuantizedLinear or a row-split module of them, got {type(module).__name__}")
         return self._weight(native, module, name)
