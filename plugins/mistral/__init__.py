@@ -1,7 +1,7 @@
 """Mistral model plugin: Mistral 7B and its dense successors, sliding-window attention included.
 
 The manifest (plugin_manifest.json) routes ``model_type: mistral`` / ``MistralForCausalLM`` here.
-The decoder is the Llama plugin's, configured with the window.
+The decoder is the shared one (inference_pio.layers.decoder), configured with the window.
 """
 
 from .config import MistralConfig

@@ -1,16 +1,16 @@
-"""``MistralConfig``: the Llama architecture plus a sliding attention window, from config.json."""
+"""``MistralConfig``: the shared decoder's fields plus a sliding attention window, from config.json."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from inference_pio.plugin import ConfigError
-from inference_pio.plugins.llama import LlamaConfig
+from inference_pio.plugin.decoder_config import DecoderConfig
 
 
 @dataclass(kw_only=True)
-class MistralConfig(LlamaConfig):
+class MistralConfig(DecoderConfig):
     """Mistral 7B and its dense successors (``model_type: mistral``; not the Mixtral MoE).
 
     ``sliding_window``: each token attends to itself and the ``sliding_window - 1`` tokens before
@@ -20,8 +20,11 @@ class MistralConfig(LlamaConfig):
 
     sliding_window: int | None = 4096
 
+    model_types: ClassVar[tuple[str, ...]] = ("mistral",)
+    architectures: ClassVar[tuple[str, ...]] = ("MistralForCausalLM",)
     # llama.cpp converts Mistral checkpoints to the "llama" GGUF architecture: the Llama plugin serves them.
     gguf_architectures: ClassVar[tuple[str, ...]] = ()
+    family_name: ClassVar[str] = "Mistral"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -32,15 +35,3 @@ class MistralConfig(LlamaConfig):
     def layer_sliding_windows(self) -> tuple[int | None, ...]:
         """The attention window of each layer (the same in all of Mistral's)."""
         return (self.sliding_window,) * self.num_hidden_layers
-
-    @property
-    def family(self) -> str:
-        return "Mistral"
-
-    @classmethod
-    def from_pretrained_config(cls, config_json: dict[str, Any], **overrides: Any) -> "MistralConfig":
-        model_type, architectures = config_json.get("model_type"), config_json.get("architectures") or []
-        if (model_type or architectures) and model_type != "mistral" and "MistralForCausalLM" not in architectures:
-            raise ConfigError(f"not a Mistral checkpoint: model_type {model_type!r}, architectures {architectures}")
-        # Skip LlamaConfig's own model_type check; its field handling is inherited unchanged.
-        return super(LlamaConfig, cls).from_pretrained_config(config_json, **overrides)

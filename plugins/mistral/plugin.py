@@ -1,28 +1,22 @@
-"""``Mistral_Plugin``: loads a Mistral checkpoint and serves it through the engine.
+"""``Mistral_Plugin``: a Mistral checkpoint on the engine.
 
-Loading, the KV cache, tokenizer and generation are the Llama plugin's; this plugin names the
-Mistral config and model, and its metadata comes from ``plugin_manifest.json``.
+Loading, the KV cache, tokenizer and generation are ``DecoderPlugin``'s; the metadata is
+``plugin_manifest.json``'s.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from inference_pio.plugin.manifest import load_manifest
-from inference_pio.plugins.llama import Llama_Plugin
+from inference_pio.plugin.decoder_plugin import DecoderPlugin
 
 from .config import MistralConfig
 from .model import MistralModel
 
 
-class Mistral_Plugin(Llama_Plugin):
-    """Mistral checkpoints (sliding-window attention) on the paged-KV engine; see ``Llama_Plugin``."""
+class Mistral_Plugin(DecoderPlugin):
+    """Mistral checkpoints (sliding-window attention) on the paged-KV engine."""
 
     config_class = MistralConfig
     model_class = MistralModel
-
-    def __init__(self):
-        super().__init__(load_manifest(Path(__file__).with_name("plugin_manifest.json")).to_metadata())
 
 
 def create_mistral_plugin() -> Mistral_Plugin:

@@ -1,7 +1,7 @@
 """Qwen2 model plugin: Qwen2 and Qwen2.5 (q/k/v biases, tied embeddings, optional sliding window).
 
 The manifest (plugin_manifest.json) routes ``model_type: qwen2`` / ``Qwen2ForCausalLM`` here.
-The decoder is the Llama plugin's, with a biased qkv projection.
+The decoder is the shared one (inference_pio.layers.decoder), with a biased qkv projection.
 """
 
 from .config import Qwen2Config

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from inference_pio.plugin import ConfigError
-from inference_pio.plugins.llama import LlamaConfig
+from inference_pio.plugin.decoder_config import DecoderConfig
 
 _LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclass(kw_only=True)
-class Qwen2Config(LlamaConfig):
-    """The Llama architecture with biases on the q/k/v projections (never on o_proj or the MLP).
+class Qwen2Config(DecoderConfig):
+    """The shared decoder with biases on the q/k/v projections (never on o_proj or the MLP).
 
     Qwen2 checkpoints differ from Llama in their values (151936-token vocabulary, rope theta 1e6,
     tied embeddings in the small models), which config.json carries, and in an optional sliding
@@ -29,8 +29,11 @@ class Qwen2Config(LlamaConfig):
     max_window_layers: int = 28
     layer_types: list | None = None
 
+    model_types: ClassVar[tuple[str, ...]] = ("qwen2",)
+    architectures: ClassVar[tuple[str, ...]] = ("Qwen2ForCausalLM",)
     # llama.cpp writes Qwen2 GGUFs without the Q/K row permutation the Llama GGUF loader undoes: not read yet.
     gguf_architectures: ClassVar[tuple[str, ...]] = ()
+    family_name: ClassVar[str] = "Qwen"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,18 +55,14 @@ class Qwen2Config(LlamaConfig):
                               "(set use_sliding_window and sliding_window)")
 
     @property
+    def qkv_bias(self) -> bool:
+        return True
+
+    @property
+    def o_bias(self) -> bool:
+        return False
+
+    @property
     def layer_sliding_windows(self) -> tuple[int | None, ...]:
         """The attention window of each layer; ``None`` attends to the whole context."""
         return tuple(self.sliding_window if kind == "sliding_attention" else None for kind in self.layer_types)
-
-    @property
-    def family(self) -> str:
-        return "Qwen"
-
-    @classmethod
-    def from_pretrained_config(cls, config_json: dict[str, Any], **overrides: Any) -> "Qwen2Config":
-        model_type, architectures = config_json.get("model_type"), config_json.get("architectures") or []
-        if (model_type or architectures) and model_type != "qwen2" and "Qwen2ForCausalLM" not in architectures:
-            raise ConfigError(f"not a Qwen2 checkpoint: model_type {model_type!r}, architectures {architectures}")
-        # Skip LlamaConfig's own model_type check; its field handling is inherited unchanged.
-        return super(LlamaConfig, cls).from_pretrained_config(config_json, **overrides)
