@@ -178,7 +178,7 @@ class DeepSeekConfig(BaseConfig):
     @classmethod
     def from_gguf(cls, gguf: Any, **overrides: Any) -> "DeepSeekConfig":
         """Not supported yet: the plugin reads safetensors checkpoints (a clear error instead of a
-        missing method when ``Llama_Plugin.load`` is handed a ``.gguf`` file)."""
+        missing method when ``DecoderPlugin.load`` is handed a ``.gguf`` file)."""
         raise ConfigError("DeepSeek-V2/V3 GGUF files are not supported yet; load the safetensors checkpoint folder")
 
     @classmethod

@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from inference_pio.layers import GatedMLP, Linear, RMSNorm, RotaryEmbedding, Workspace
+from inference_pio.layers import GatedMLP, RMSNorm, RotaryEmbedding
+from inference_pio.layers.decoder import DecoderModel
+from inference_pio.layers.decoder_weights import adopt_state
+from inference_pio.layers.step_context import StepContext
 from inference_pio.weights import WeightLoadError, fuse_into, load_state, open_checkpoint
 
 from .attention import MultiHeadLatentAttention, kernels_support
@@ -39,57 +42,40 @@ class DeepSeekDecoderLayer(nn.Module):
         self.mlp = (MixtureOfExperts(cfg, dtype) if cfg.is_moe_layer(index)
                     else GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias, dtype))
 
-    def forward(self, h, residual, positions, rotary, cache, meta, ws):
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, step: StepContext, index: int) -> torch.Tensor:
         """``h`` is the previous sub-block's output (added to ``residual`` in place); returns the new one."""
         x = self.input_layernorm(h, residual)
-        h = self.self_attn(x, positions, rotary, cache, meta, ws, out=h)
+        h = self.self_attn(x, step, step.key_caches[index], out=h)
         x = self.post_attention_layernorm(h, residual)
-        return self.mlp(x, out=h, workspace=ws)
+        return self.mlp(x, out=h, workspace=step.workspace)
 
 
-class DeepSeekModel(nn.Module):
-    """DeepSeek decoder + LM head. Parameters are named like the rearranged checkpoint (see ``adopt_hf_state``)."""
+class DeepSeekModel(DecoderModel):
+    """DeepSeek decoder + LM head on the shared decoder's skeleton (embedding, step loop, final norm,
+    head, workspace) with its own layers. Parameters are named like the rearranged checkpoint
+    (see ``adopt_hf_state``).
+
+    ``forward`` has the engine's signature: ``key_caches[i]`` is layer ``i``'s latent cache
+    ``[num_blocks, block_size, 1, R + L]`` (``engine.LatentKVCache``; ``value_caches`` is the same
+    list and not read). The fused C++ decode step does not model latent attention: every step runs
+    the per-op path.
+    """
+
+    fused_decode = False
 
     def __init__(self, cfg: DeepSeekConfig, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-        super().__init__()
-        self.config = cfg
-        with torch.device("meta"):  # real tensors arrive from the checkpoint (load_weights)
-            self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
-            self.layers = nn.ModuleList(DeepSeekDecoderLayer(cfg, i, dtype) for i in range(cfg.num_hidden_layers))
-            self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, False, dtype)
-        self.embed_tokens.weight.requires_grad_(False)
-        # Rotates the first R dims of each absorbed query head and of each cached row.
-        self.rotary = RotaryEmbedding(cfg.latent_dim, cfg.qk_rope_head_dim, cfg.max_seq_len, cfg.rope_theta,
-                                      cfg.rope_scaling, cfg.max_position_embeddings, is_neox=cfg.rope_is_neox,
-                                      device=device)
-        self.workspace = Workspace(device)
+        super().__init__(cfg, dtype, device)
         if not kernels_support(cfg.latent_dim):
             logger.warning("DeepSeek latent rows of %d dims are outside what the attention kernels take (multiples "
                            "of 16 up to 256): attention runs in plain torch over the gathered latent", cfg.latent_dim)
 
-    @torch.no_grad()  # not inference_mode: its tensors would refuse the sampler's in-place edits
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta, key_caches, value_caches,
-                all_logits: bool = False) -> torch.Tensor:
-        """Logits of one step.
+    def build_layer(self, cfg: DeepSeekConfig, index: int, dtype: torch.dtype) -> nn.Module:
+        return DeepSeekDecoderLayer(cfg, index, dtype)
 
-        input_ids, positions: ``[T]`` int64, the step's new tokens packed in batch order; ``meta``:
-        ``AttentionMetadata`` of the step; ``key_caches[i]``: layer ``i``'s latent cache ``[num_blocks,
-        block_size, 1, R + L]`` (``engine.LatentKVCache``; ``value_caches`` is the same list and not
-        read). Returns ``[num_seqs, vocab]`` for each sequence's last new token, or ``[T, vocab]`` with
-        ``all_logits`` (tests); model dtype.
-        """
-        ws, t, hidden = self.workspace, input_ids.shape[0], self.config.hidden_size
-        dtype = self.embed_tokens.weight.dtype
-        residual = torch.index_select(self.embed_tokens.weight, 0, input_ids, out=ws.get("residual", t, hidden, dtype))
-        # The first block has nothing to add yet: a zero "previous output" makes the fused add a no-op.
-        h = ws.get("hidden", t, hidden, dtype).zero_()
-        for layer, cache in zip(self.layers, key_caches):
-            h = layer(h, residual, positions, self.rotary, cache, meta, ws)
-        h = self.norm(h, residual)
-        if not all_logits and meta.num_seqs < t:
-            h = h.index_select(0, (meta.cu_seqlens_q[1:] - 1).long())
-        return self.lm_head(h, out=ws.get("logits", h.shape[0], self.config.vocab_size, dtype))
+    def build_rotary(self, cfg: DeepSeekConfig, device) -> RotaryEmbedding:
+        # Rotates the first R dims of each absorbed query head and of each cached row.
+        return RotaryEmbedding(cfg.latent_dim, cfg.qk_rope_head_dim, cfg.max_seq_len, cfg.rope_theta,
+                               cfg.rope_scaling, cfg.max_position_embeddings, is_neox=cfg.rope_is_neox, device=device)
 
     # ----- weights -----
 
@@ -135,7 +121,7 @@ class DeepSeekModel(nn.Module):
 
         Raises ``WeightLoadError`` naming missing, unexpected or mis-shaped tensors.
         """
-        c, dtype = self.config, self.embed_tokens.weight.dtype
+        c, dtype = self.config, self.compute_dtype
         expected = self.checkpoint_shapes()
         stored = open_checkpoint(path).shapes()
         unexpected = [n for n in stored if n not in expected and not _is_mtp_layer(n, c.num_hidden_layers)]
@@ -166,13 +152,7 @@ class DeepSeekModel(nn.Module):
                 _fuse_gate_up(state, f"{p}mlp.experts.{e}.")
             if c.n_shared_experts:
                 _fuse_gate_up(state, f"{p}mlp.shared_experts.")
-        ours = {name.removeprefix("model."): t for name, t in state.items()}
-        state.clear()
-        missing, unexpected = self.load_state_dict(ours, strict=False, assign=True)
-        if missing or unexpected:
-            raise WeightLoadError(f"{where}: weights do not fit the model; missing {missing}, unexpected {unexpected}")
-        for p in self.parameters():
-            p.requires_grad_(False)
+        adopt_state(self, state, where)
 
     def _adopt_attention(self, state: dict[str, torch.Tensor], a: str) -> None:
         c = self.config

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from inference_pio.layers import Linear, RMSNorm, RotaryEmbedding, Workspace
+from inference_pio.layers import Linear, RMSNorm
+from inference_pio.layers.step_context import StepContext
 
 from ..config import DeepSeekConfig
 from .paged_latent_attention import kernels_support, paged_latent_attention, write_latent
@@ -47,11 +48,10 @@ class MultiHeadLatentAttention(nn.Module):
         self.scale = cfg.softmax_scale
         self.use_kernels = kernels_support(cfg.latent_dim)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding, cache: torch.Tensor,
-                meta, ws: Workspace, out: torch.Tensor) -> torch.Tensor:
-        """``x [T, hidden]`` -> ``out [T, hidden]``; writes the step's latent rows into
-        ``cache [num_blocks, block_size, 1, R + L]`` at ``meta.slot_mapping`` first."""
-        c, t, dt = self.cfg, x.shape[0], x.dtype
+    def forward(self, x: torch.Tensor, step: StepContext, cache: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``x [T, hidden]`` -> ``out [T, hidden]``; writes the step's latent rows into this layer's
+        ``cache [num_blocks, block_size, 1, R + L]`` at ``step.meta.slot_mapping`` first."""
+        c, t, dt, ws, meta = self.cfg, x.shape[0], x.dtype, step.workspace, step.meta
         h, r, lat, nope, dim = c.num_attention_heads, c.qk_rope_head_dim, c.kv_lora_rank, c.qk_nope_head_dim, c.latent_dim
         a = self.qkv_a_proj(x, out=ws.get("mla.a", t, self.q_in + r + lat, dt))
         q = a[:, :self.q_in]
@@ -68,7 +68,7 @@ class MultiHeadLatentAttention(nn.Module):
         query[:, :, :r].copy_(q[:, :, nope:])
         absorbed = torch.bmm(q[:, :, :nope].transpose(0, 1), self.w_uk, out=ws.get("mla.qk", h * t, lat, dt).view(h, t, lat))
         query[:, :, r:].copy_(absorbed.transpose(0, 1))
-        rotary(positions, query.view(t, h * dim), rows)  # the first R dims of every head rotate
+        step.rotary(step.positions, query.view(t, h * dim), rows)  # the first R dims of every head rotate
 
         write_latent(rows.view(t, 1, dim), cache, meta)
         attn = paged_latent_attention(query, cache, meta, self.scale, ws.get("mla.attn", t, h * dim, dt).view(t, h, dim),
