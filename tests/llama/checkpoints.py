@@ -21,7 +21,8 @@ TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=160, num_hidden_la
 
 # family -> transformers (config class, causal LM class)
 HF_CLASSES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "mistral": ("MistralConfig", "MistralForCausalLM"),
-              "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}
+              "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"), "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+              "phi3": ("Phi3Config", "Phi3ForCausalLM")}
 
 
 def hf_model(seed: int = 0, family: str = "llama", **overrides):
