@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 
 from . import chat, completions, embeddings
+from .access import AccessControl
 from .body_limit import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
-from .errors import error_response, install_error_handlers
+from .errors import install_error_handlers
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .state import ServerState
-
-_OPEN_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")
 
 
 def create_app(state: ServerState, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
@@ -34,26 +31,9 @@ def create_app(state: ServerState, max_request_bytes: int = DEFAULT_MAX_REQUEST_
     app.state.metrics = metrics
     app.state.embed_lock = asyncio.Lock()
     install_error_handlers(app)
-    # Inside the middleware below (added later, so outside it), whose task group would wrap the 413 that
-    # BodyLimit raises into the body read as an ExceptionGroup (FastAPI then answers a 400).
+    # Added first, so innermost: a refused key never has its body read.
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
-
-    @app.middleware("http")
-    async def _auth_and_metrics(request: Request, call_next):
-        path = request.url.path
-        start = time.perf_counter()
-        if state.api_key and not path.startswith(_OPEN_PATHS):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {state.api_key}".encode()):
-                response = error_response(401, "invalid or missing API key (send Authorization: Bearer <key>)",
-                                          code="invalid_api_key")
-                metrics.requests.labels(path, "401").inc()
-                return response
-        response = await call_next(request)
-        if path.startswith("/v1/"):
-            metrics.requests.labels(path, str(response.status_code)).inc()
-            metrics.latency.labels(path).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(AccessControl, metrics=metrics, api_key=state.api_key)
 
     @app.get("/health")
     async def health():

@@ -12,10 +12,10 @@ from fastapi.responses import Response
 
 from .errors import APIError
 from .generation import cancel_on_disconnect, run_choices, sampling_for_choices, stream_choices, token_budget, usage
-from .logprobs import TokenText, chat_logprobs
+from .logprobs import chat_logprobs
 from .schemas import ChatCompletionRequest
-from .sse import event, sse_response
-from .structured import processors_for
+from .sse import ChunkEvents, sse_response
+from .structured import constrains, processors_for
 from .tool_calls import ToolCallStream, call_objects, parse
 from .tools import chat_template_of, render_messages, tool_processors, tool_setup
 
@@ -37,10 +37,12 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
     # The first schema of a model builds the grammar's vocabulary (seconds): off the event loop.
     if tools.active:
         processors = await asyncio.to_thread(tool_processors, served.model, tools, budget)
-    else:
+    elif constrains(req.response_format):
         processors = await asyncio.to_thread(processors_for, served.model, req.response_format)
+    else:
+        processors = tuple
     params = sampling_for_choices(req, budget, processors, logprobs=(req.top_logprobs or 0) if req.logprobs else None)
-    token_text = TokenText(served.model.detokenize)
+    token_text = served.token_text
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     metrics = app_state.metrics
     metrics.prompt_tokens.inc(len(prompt_ids))
@@ -50,27 +52,32 @@ async def chat_completions(req: ChatCompletionRequest, request: Request):
         return {**out, **(extra or {})}
 
     if req.stream:
+        chunk = ChunkEvents({"id": cid, "object": "chat.completion.chunk", "created": created, "model": served.name})
+
         async def chunks():
             total = 0
             for i in range(req.n):
-                yield event(body("chat.completion.chunk",
-                                 [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]))
+                yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
             calls = [ToolCallStream(tools.fmt) for _ in range(req.n)] if tools.active else None
-            async for index, text, n, finish, logprobs in stream_choices(served, prompt_ids, params):
-                total += n
-                metrics.completion_tokens.inc(n)
-                if calls is None:
-                    delta = {"content": text} if text else {}
-                else:
-                    delta = calls[index].feed(text, final=finish is not None)
-                    finish = "tool_calls" if finish == "stop" and calls[index].called else finish
-                if delta or finish or logprobs:
-                    choice = {"index": index, "delta": delta, "finish_reason": finish}
-                    if logprobs is not None:
-                        choice["logprobs"] = chat_logprobs(logprobs, token_text)
-                    yield event(body("chat.completion.chunk", [choice]))
+            async for batch in stream_choices(served, prompt_ids, params):
+                events = []
+                for index, text, n, finish, logprobs in batch:
+                    total += n
+                    if calls is None:
+                        delta = {"content": text} if text else {}
+                    else:
+                        delta = calls[index].feed(text, final=finish is not None)
+                        finish = "tool_calls" if finish == "stop" and calls[index].called else finish
+                    if delta or finish or logprobs:
+                        choice = {"index": index, "delta": delta, "finish_reason": finish}
+                        if logprobs is not None:
+                            choice["logprobs"] = chat_logprobs(logprobs, token_text)
+                        events.append(chunk([choice]))
+                metrics.completion_tokens.inc(sum(e[2] for e in batch))
+                if events:
+                    yield "".join(events)  # one write for the whole batch
             if req.stream_options and req.stream_options.include_usage:
-                yield event(body("chat.completion.chunk", [], {"usage": usage(len(prompt_ids), total)}))
+                yield chunk([], {"usage": usage(len(prompt_ids), total)})
         return sse_response(chunks(), metrics.cancelled.inc)
 
     gone, choices = await cancel_on_disconnect(request, run_choices(served, prompt_ids, params))

@@ -11,9 +11,9 @@ from fastapi.responses import Response
 
 from .errors import APIError
 from .generation import cancel_on_disconnect, run_choices, sampling_for_choices, stream_choices, token_budget, usage
-from .logprobs import TokenText, completion_logprobs
+from .logprobs import completion_logprobs
 from .schemas import CompletionRequest
-from .sse import event, sse_response
+from .sse import ChunkEvents, sse_response
 
 router = APIRouter()
 
@@ -41,7 +41,7 @@ async def completions(req: CompletionRequest, request: Request):
         raise APIError(400, "logprobs with echo (the prompt's logprobs) is not supported", param="logprobs")
     params = sampling_for_choices(req, token_budget(served, len(prompt_ids), req.max_tokens, "prompt"),
                                   logprobs=req.logprobs)
-    token_text = TokenText(served.model.detokenize)
+    token_text = served.token_text
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     metrics = app_state.metrics
     metrics.prompt_tokens.inc(len(prompt_ids))
@@ -54,22 +54,28 @@ async def completions(req: CompletionRequest, request: Request):
         return out
 
     if req.stream:
+        chunk = ChunkEvents({"id": cid, "object": "text_completion", "created": created, "model": served.name})
+
         async def chunks():
             total = 0
             if echo:
                 for i in range(req.n):
-                    yield event(body([{"index": i, "text": echo, "finish_reason": None, "logprobs": None}]))
+                    yield chunk([{"index": i, "text": echo, "finish_reason": None, "logprobs": None}])
             offsets = [0] * req.n
-            async for index, text, n, finish, logprobs in stream_choices(served, prompt_ids, params):
-                total += n
-                metrics.completion_tokens.inc(n)
-                if text or finish or logprobs:
-                    lp = None if logprobs is None else completion_logprobs(logprobs, token_text, offsets[index])
-                    if lp is not None and lp["tokens"]:
-                        offsets[index] = lp["text_offset"][-1] + len(lp["tokens"][-1])
-                    yield event(body([{"index": index, "text": text, "finish_reason": finish, "logprobs": lp}]))
+            async for batch in stream_choices(served, prompt_ids, params):
+                events = []
+                for index, text, n, finish, logprobs in batch:
+                    total += n
+                    if text or finish or logprobs:
+                        lp = None if logprobs is None else completion_logprobs(logprobs, token_text, offsets[index])
+                        if lp is not None and lp["tokens"]:
+                            offsets[index] = lp["text_offset"][-1] + len(lp["tokens"][-1])
+                        events.append(chunk([{"index": index, "text": text, "finish_reason": finish, "logprobs": lp}]))
+                metrics.completion_tokens.inc(sum(e[2] for e in batch))
+                if events:
+                    yield "".join(events)  # one write for the whole batch
             if req.stream_options and req.stream_options.include_usage:
-                yield event(body([], usage(len(prompt_ids), total)))
+                yield chunk([], {"usage": usage(len(prompt_ids), total)})
         return sse_response(chunks(), metrics.cancelled.inc)
 
     gone, choices = await cancel_on_disconnect(request, run_choices(served, prompt_ids, params))

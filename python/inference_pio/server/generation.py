@@ -70,57 +70,87 @@ async def _events(served: ServedModel, index: int, prompt_ids: list[int], params
 async def run_choices(served: ServedModel, prompt_ids: list[int], params: list[SamplingParams]) -> list[Choice]:
     """All choices to completion, concurrently (they batch together in the engine)."""
     async def one(i, p):
-        choice = Choice(i)
+        choice, pieces = Choice(i), []
         async for _, text, n, finish, logprobs in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
-            choice.text += text
+            pieces.append(text)
             choice.completion_tokens += n
             choice.finish_reason = finish or choice.finish_reason
             choice.logprobs += logprobs or ()
+        choice.text = "".join(pieces)
         return choice
 
     return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(params))))
 
 
 async def stream_choices(served: ServedModel, prompt_ids: list[int],
-                         params: list[SamplingParams]) -> AsyncIterator[Event]:
-    """The events of every choice, interleaved as they come; closing this cancels every choice."""
-    queue: asyncio.Queue = asyncio.Queue()
-    done = object()
+                         params: list[SamplingParams]) -> AsyncIterator[list[Event]]:
+    """Batches of events: what the choices produced since the consumer last asked, one event per choice
+    that moved (its texts joined, token counts summed, logprobs concatenated). Closing this cancels every
+    choice.
+
+    While the consumer keeps up a batch holds one token; when it falls behind (a fast engine, many streams)
+    the tokens of several steps come as one event, so the work per token on the event loop (a JSON chunk,
+    a socket write) shrinks as the engine speeds up instead of growing with it.
+    """
+    pending: list[Event] = []
+    ready = asyncio.Event()
+    running = len(params)
+    failure: list[BaseException] = []
 
     async def pump(i, p):
+        nonlocal running
         try:
             async for event in _events(served, i, prompt_ids, p, f"{_rid()}-{i}"):
-                await queue.put(event)
-        except BaseException as e:  # noqa: BLE001 -- handed to the consumer, which re-raises it
-            await queue.put(e)
-            raise
+                pending.append(event)
+                ready.set()
+        except Exception as e:  # noqa: BLE001 -- handed to the consumer, which re-raises it
+            failure.append(e)
         finally:
-            await queue.put(done)
+            running -= 1
+            ready.set()
 
     tasks = [asyncio.create_task(pump(i, p)) for i, p in enumerate(params)]
     try:
-        remaining = len(tasks)
-        while remaining:
-            item = await queue.get()
-            if item is done:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                if not isinstance(item, asyncio.CancelledError):
-                    raise item
-            else:
-                yield item
+        while pending or running:
+            await ready.wait()
+            ready.clear()
+            batch = pending[:]
+            del pending[:]
+            if batch:
+                yield merge_events(batch)
+            if failure:
+                raise failure[0]
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def merge_events(events: list[Event]) -> list[Event]:
+    """One event per choice, in order of first appearance: texts joined, counts summed, the last finish
+    reason, logprobs concatenated (None when no event carried any)."""
+    if len(events) == 1:
+        return events
+    merged: dict[int, list] = {}
+    for index, text, n, finish, logprobs in events:
+        m = merged.get(index)
+        if m is None:
+            merged[index] = [index, [text], n, finish, None if logprobs is None else list(logprobs)]
+            continue
+        m[1].append(text)
+        m[2] += n
+        m[3] = finish or m[3]
+        if logprobs is not None:
+            m[4] = (m[4] or []) + list(logprobs)
+    return [(i, "".join(texts), n, finish, logprobs) for i, texts, n, finish, logprobs in merged.values()]
+
+
 async def cancel_on_disconnect(request, work) -> tuple[bool, object]:
     """Runs ``work`` (a coroutine) unless the client goes away first: ``(disconnected, result)``.
 
     The client's leaving is an ``http.disconnect`` on the ASGI receive channel. ``request.is_disconnected()``
-    only peeks at that channel, and behind an HTTP middleware the message never arrives that way: wait
-    on the channel instead (once the body is read, the next message is the disconnect).
+    only peeks at that channel (it would have to be polled): wait on the channel instead (once the body
+    is read, the next message is the disconnect).
     """
     task = asyncio.ensure_future(work)
 

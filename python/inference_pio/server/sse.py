@@ -14,8 +14,27 @@ from .errors import error_body
 log = logging.getLogger("inference_pio.server")
 
 
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def event(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"data: {_json(payload)}\n\n"
+
+
+class ChunkEvents:
+    """The events of one streamed response, whose fields before ``choices`` (id, object, created, model)
+    never change: those are encoded once, and each event encodes only its choices (and ``extra`` fields
+    such as ``usage``, which follow them). ``chunks(choices)`` equals ``event({**head, "choices": choices})``."""
+
+    def __init__(self, head: dict):
+        if not head or "choices" in head:
+            raise ValueError(f"head must hold the fields before choices, got {head!r}")
+        self._prefix = f"data: {_json(head)[:-1]},\"choices\":"
+
+    def __call__(self, choices: list, extra: dict | None = None) -> str:
+        tail = f",{_json(extra)[1:-1]}" if extra else ""
+        return f"{self._prefix}{_json(choices)}{tail}}}\n\n"
 
 
 class _ClosingStreamingResponse(StreamingResponse):

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import APIError
+from .logprobs import TokenText
 
 
 @dataclass
@@ -17,6 +18,14 @@ class ServedModel:
     engine: object | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     aliases: tuple[str, ...] = ()  # other names requests may use (the path it was served from)
+    _token_text: TokenText | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def token_text(self) -> TokenText:
+        """Single-token texts for logprobs, cached across requests (the same ids come back all the time)."""
+        if self._token_text is None:
+            self._token_text = TokenText(self.model.detokenize)
+        return self._token_text
 
     def answers_to(self, name: str) -> bool:
         return name == self.name or name in self.aliases
