@@ -115,12 +115,13 @@ def markdown(r: dict) -> str:
     ])
 
 
-def spawn(model: str) -> tuple[subprocess.Popen, str]:
+def spawn(model: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``pio serve MODEL EXTRA...`` on a free loopback port; returns the process and its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "inference_pio", "serve", *([model] if model != "default" else []),
-           "--port", str(port), "--log-level", "warning"]
+           "--port", str(port), "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
