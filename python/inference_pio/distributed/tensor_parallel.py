@@ -9,24 +9,27 @@ Each of ``world_size`` ranks holds a slice of every layer (Megatron's split):
 - the embedding and the LM head are vocabulary-parallel: a rank holds ``ceil(vocab / world)`` rows;
   embedding rows outside them are zero before an all-reduce, head logits are all-gathered.
 
-Each rank reads only its slices from the safetensors files (``safe_open(...).get_slice``). The model
-class and config come from the caller (a plugin), so this layer imports no plugin. KV heads must split
-evenly over the ranks: replicating them is not supported, and such a model is refused by name.
+Each rank reads only its slices (``tp_shards``): from the safetensors files, or from a GGUF file whose
+quantized matrices stay in their blocks (rows are whole blocks; o and down need each rank's share of
+their input width to be whole blocks, else they are refused by name). The model class and config come
+from the caller (a plugin), so this layer imports no plugin. KV heads must split evenly over the
+ranks: replicating them is not supported, and such a model is refused by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from safetensors import safe_open
 
-from ..layers import Linear
-from ..weights import WeightLoadError, open_checkpoint, resolve_dtype
+from ..layers import Linear, swap_in_quantized
+from ..layers.row_split import RowSplitLinear
+from ..weights import WeightLoadError, resolve_dtype
+from ..weights.gguf_file import GGUFFile
+from .tp_shards import ShardState, open_slices
 
 
 def init_tensor_parallel(rank: int, world_size: int, init_method: str, backend: str | None = None,
@@ -79,18 +82,28 @@ class RowParallelLinear(nn.Module):
         return y
 
 
+class _Rows(nn.Embedding):
+    """The local table (dense); a GGUF's quantized table replaces it with a ``QuantizedEmbedding``."""
+
+    def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.index_select(self.weight, 0, ids, out=out)
+
+    def reset_parameters(self) -> None:  # built on meta; the checkpoint supplies the values
+        pass
+
+
 class VocabParallelEmbedding(nn.Module):
     """Rows ``[start, start + rows)`` of the table; the other ranks supply the rest through an all-reduce."""
 
     def __init__(self, rows: int, start: int, hidden: int, dtype: torch.dtype):
         super().__init__()
         self.start, self.rows = start, rows
-        self.weight = nn.Parameter(torch.empty(rows, hidden, dtype=dtype, device="meta"), requires_grad=False)
+        self.table = _Rows(rows, hidden, dtype=dtype, device="meta")
 
     def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         local = ids - self.start
         outside = (local < 0) | (local >= self.rows)
-        rows = torch.index_select(self.weight, 0, local.masked_fill(outside, 0), out=out)
+        rows = self.table(local.masked_fill(outside, 0), out=out)
         rows.masked_fill_(outside.unsqueeze(1), 0)
         dist.all_reduce(rows)
         return rows
@@ -112,21 +125,24 @@ class VocabParallelHead(nn.Module):
         return out.copy_(logits) if out is not None else logits
 
 
-def tensor_parallel_model(model_class, cfg, rank: int, world_size: int,
-                          device: str | torch.device = "cpu") -> nn.Module:
-    """``model_class`` (the Llama decoder) holding rank ``rank``'s slices of ``cfg.model_path``'s weights."""
-    if cfg.model_path is None or not Path(cfg.model_path).is_dir():
-        raise ValueError(f"tensor parallelism reads a safetensors checkpoint folder, got {cfg.model_path!r}")
+def tensor_parallel_model(model_class, cfg, rank: int, world_size: int, device: str | torch.device = "cpu",
+                          gguf: GGUFFile | None = None) -> nn.Module:
+    """``model_class`` (the Llama decoder) holding rank ``rank``'s slices of ``cfg.model_path``'s weights:
+    a safetensors folder, or ``gguf`` (the opened GGUF file) when given."""
     local = shard_config(cfg, world_size)
     dtype = resolve_dtype(cfg.dtype) or torch.float32
+    shards = ShardState(open_slices(cfg, dtype, device, gguf), cfg, local, rank, -(-cfg.vocab_size // world_size))
+    state = shards.state()  # first: a file that cannot be split is refused before anything is built
     model = model_class(local, dtype, device)
-    vocab_rows = -(-cfg.vocab_size // world_size)
+    vocab_rows = shards.vocab_rows
     model.embed_tokens = VocabParallelEmbedding(vocab_rows, rank * vocab_rows, cfg.hidden_size, dtype)
     model.lm_head = VocabParallelHead(vocab_rows, cfg.hidden_size, cfg.vocab_size, world_size, dtype)
     for layer in model.layers:
-        layer.self_attn.o_proj = RowParallelLinear(local.q_size, cfg.hidden_size, cfg.attention_bias, dtype)
+        layer.self_attn.o_proj = RowParallelLinear(local.q_size, cfg.hidden_size, _o_bias(cfg), dtype)
         layer.mlp.down_proj = RowParallelLinear(local.intermediate_size, cfg.hidden_size, cfg.mlp_bias, dtype)
-    state = _ShardReader(cfg, local, rank, vocab_rows, dtype, device).state()
+    for path, count in shards.split_groups.items():
+        _split_into_parts(model, path, state, count, dtype)
+    swap_in_quantized(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise WeightLoadError(f"{cfg.model_path}: rank {rank}'s shards do not fit the model; "
@@ -136,64 +152,15 @@ def tensor_parallel_model(model_class, cfg, rank: int, world_size: int,
     return model.eval()
 
 
-class _ShardReader:
-    """Reads one rank's slices (rows of column-parallel weights, columns of row-parallel ones)."""
+def _o_bias(cfg) -> bool:
+    return getattr(cfg, "o_bias", cfg.attention_bias)  # Qwen2 has q/k/v biases and none on o
 
-    def __init__(self, cfg, local, rank: int, vocab_rows: int, dtype: torch.dtype, device):
-        self.cfg, self.local, self.rank, self.vocab_rows, self.dtype = cfg, local, rank, vocab_rows, dtype
-        self.device = device
-        self.files = {name: file for name, (file, _) in open_checkpoint(cfg.model_path).tensors.items()}
-        self._open: dict[Path, object] = {}
 
-    def state(self) -> dict[str, torch.Tensor]:
-        c, lc, r = self.cfg, self.local, self.rank
-        q, kv, inter = lc.q_size, lc.kv_size, lc.intermediate_size
-        out = {"norm.weight": self.read("model.norm.weight")}
-        embed = self.vocab_slice("model.embed_tokens.weight")
-        out["embed_tokens.weight"] = embed
-        head = "lm_head.weight" if "lm_head.weight" in self.files or not c.tie_word_embeddings else None
-        out["lm_head.linear.weight"] = self.vocab_slice(head) if head else embed
-        for i in range(c.num_hidden_layers):
-            p, ours = f"model.layers.{i}.", f"layers.{i}."
-            for norm in ("input_layernorm", "post_attention_layernorm"):
-                out[f"{ours}{norm}.weight"] = self.read(f"{p}{norm}.weight")
-            suffixes = ("weight", "bias") if c.attention_bias else ("weight",)
-            for s in suffixes:
-                out[f"{ours}self_attn.qkv_proj.{s}"] = torch.cat([
-                    self.read(f"{p}self_attn.q_proj.{s}", rows=(r * q, q)),
-                    self.read(f"{p}self_attn.k_proj.{s}", rows=(r * kv, kv)),
-                    self.read(f"{p}self_attn.v_proj.{s}", rows=(r * kv, kv))])
-            out[f"{ours}self_attn.o_proj.linear.weight"] = self.read(f"{p}self_attn.o_proj.weight", cols=(r * q, q))
-            if c.attention_bias:
-                out[f"{ours}self_attn.o_proj.bias"] = self.read(f"{p}self_attn.o_proj.bias")
-            for s in ("weight", "bias") if c.mlp_bias else ("weight",):
-                out[f"{ours}mlp.gate_up_proj.{s}"] = torch.cat([
-                    self.read(f"{p}mlp.gate_proj.{s}", rows=(r * inter, inter)),
-                    self.read(f"{p}mlp.up_proj.{s}", rows=(r * inter, inter))])
-            out[f"{ours}mlp.down_proj.linear.weight"] = self.read(f"{p}mlp.down_proj.weight", cols=(r * inter, inter))
-            if c.mlp_bias:
-                out[f"{ours}mlp.down_proj.bias"] = self.read(f"{p}mlp.down_proj.bias")
-        return out
-
-    def vocab_slice(self, name: str) -> torch.Tensor:
-        """This rank's vocabulary rows, zero-padded to ``vocab_rows`` on the last rank."""
-        start = self.rank * self.vocab_rows
-        rows = self.read(name, rows=(start, max(0, min(self.vocab_rows, self.cfg.vocab_size - start))))
-        if rows.shape[0] < self.vocab_rows:
-            rows = torch.cat([rows, rows.new_zeros(self.vocab_rows - rows.shape[0], rows.shape[1])])
-        return rows
-
-    def read(self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None):
-        if name not in self.files:
-            raise WeightLoadError(f"{self.cfg.model_path}: no tensor {name!r} in the checkpoint")
-        file = self.files[name]
-        if file not in self._open:
-            self._open[file] = safe_open(str(file), framework="pt")
-        part = self._open[file].get_slice(name)
-        if rows is not None:
-            tensor = part[rows[0]:rows[0] + rows[1]]
-        elif cols is not None:
-            tensor = part[:, cols[0]:cols[0] + cols[1]]
-        else:
-            tensor = part[:]
-        return tensor.to(self.device, self.dtype).contiguous()
+def _split_into_parts(model: nn.Module, path: str, state: dict, count: int, dtype: torch.dtype) -> None:
+    """Puts a ``RowSplitLinear`` of meta ``Linear``s, sized by ``state``'s ``<path>.parts.<j>.weight``, at ``path``
+    (a GGUF whose q/k/v types differ: each part is this rank's rows of one of them)."""
+    old = model.get_submodule(path)
+    parts = [Linear(old.in_features, state[f"{path}.parts.{j}.weight"].shape[0], f"{path}.parts.{j}.bias" in state,
+                    dtype, "meta") for j in range(count)]
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent), name, RowSplitLinear(parts))

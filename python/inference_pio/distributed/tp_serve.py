@@ -4,8 +4,8 @@
     pio serve MODEL --tensor-parallel-size 2 --port 8000      # the same, torchrun started by pio
 
 Every rank joins the group (gloo on CPU, NCCL on GPU) and loads its shards of MODEL (a safetensors
-checkpoint of the Llama family); rank 0 runs the engine and the HTTP server, the other ranks follow
-its steps. A rank that dies ends the others with an error: followers fail their next collective, and
+checkpoint folder or a GGUF file of the Llama family; a GGUF keeps its quantized blocks); rank 0 runs
+the engine and the HTTP server, the other ranks follow its steps. A rank that dies ends the others with an error: followers fail their next collective, and
 rank 0's idle heartbeat (or its next step) fails too and it exits.
 """
 
@@ -34,8 +34,10 @@ class TensorParallelRank:
         self.size, self.rank = size, dist.get_rank()
         self.leads = self.rank == 0
 
-    def model(self, model_class, cfg, device):
-        return tensor_parallel_model(model_class, cfg, self.rank, self.size, device)
+    def model(self, model_class, cfg, device, gguf=None):
+        """This rank's shards of ``cfg.model_path`` (a safetensors folder) or of ``gguf`` (an opened GGUF
+        file), in ``model_class``: the weights are loaded, the caller loads nothing more."""
+        return tensor_parallel_model(model_class, cfg, self.rank, self.size, device, gguf=gguf)
 
     def leader(self, model) -> LeaderModel:
         return LeaderModel(model)
@@ -78,7 +80,7 @@ def serve_argv(path, name: str, host: str, port: int, api_key: str | None, dtype
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="torchrun ... -m inference_pio.distributed.tp_serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="safetensors checkpoint folder (Llama family)")
+    p.add_argument("model", help="safetensors checkpoint folder or GGUF file (Llama family)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", help="model name clients send (default: the folder's name)")
