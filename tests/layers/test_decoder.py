@@ -165,3 +165,23 @@ def test_decode_steps_run_through_the_model_built_plan(tmp_path, monkeypatch, pl
     plugin.engine.generate([[5, 6, 7]], greedy(3, ignore_eos=True))
     decoder = fused_decoder_of(plugin.model)
     assert decoder is not None and decoder.vocab_size == plugin.config.vocab_size
+
+
+@pytest.mark.slow
+def test_the_default_gguf_decodes_through_the_model_built_plan(monkeypatch):
+    """SmolLM2's Q4_1 GGUF (quantized projections, tied quantized head) fits the plan as loaded."""
+    from inference_pio.defaults import DefaultModelMissingError, default_model_path
+
+    try:
+        path = default_model_path()
+    except DefaultModelMissingError as exc:
+        pytest.skip(f"needs the default model: {exc}")
+    monkeypatch.setenv(FUSED_DECODE_ENV, "1")
+    plugin = Llama_Plugin()
+    plugin.load(model_path=path, max_seq_len=64, max_batch_size=1)
+    try:
+        [seq] = plugin.engine.generate([[1, 2, 3]], greedy(3, ignore_eos=True))
+        assert len(seq.output_token_ids) == 3
+        assert fused_decoder_of(plugin.model) is not None
+    finally:
+        plugin.cleanup()

@@ -1,4 +1,4 @@
-"""The fused C++ decode step (layers/fused_decode.py, csrc/kernels/cpu/decoder_step.cpp) against the
+"""The fused C++ decode step (layers/fused_decode.py, csrc/decoder/) against the
 per-op path of the same model on the same cache state.
 
 Each decode step runs twice on the same metadata: per-op first (``INFERENCE_PIO_FUSED_DECODE=0``),
