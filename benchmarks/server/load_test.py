@@ -115,25 +115,35 @@ def markdown(r: dict) -> str:
     ])
 
 
-def spawn(model: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    """``pio serve MODEL EXTRA...`` on a free loopback port; returns the process and its base URL."""
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "inference_pio", "serve", *([model] if model != "default" else []),
-           "--port", str(port), "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+def wait_until_healthy(proc: subprocess.Popen, url: str) -> None:
+    """Polls ``url``/health until it answers 200; kills ``proc`` and exits if it never does."""
     for _ in range(600):
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
+                return
         except httpx.HTTPError:
             time.sleep(0.2)
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def spawn(model: str, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``pio serve MODEL EXTRA...`` on a free loopback port; returns the process and its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "inference_pio", "serve", *([model] if model != "default" else []),
+           "--port", str(port), "--log-level", "warning", *extra]
+    proc = subprocess.Popen(cmd, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(proc, url)
+    return proc, url
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ class StreamTiming:
     total_s: float
     prompt_tokens: int
     completion_tokens: int
+    events: int  # data events before [DONE] (role, text, finish and usage events)
 
 
 def _has_text(event: dict) -> bool:
@@ -76,6 +77,7 @@ async def _events(pieces, start: float) -> StreamTiming:
     first = None
     usage = None
     done = False
+    events = 0
     pending = b""
     async for piece in pieces:
         pending += piece
@@ -87,6 +89,7 @@ async def _events(pieces, start: float) -> StreamTiming:
             if data == b"[DONE]":
                 done = True
                 continue
+            events += 1
             if first is None or b'"usage"' in data or b'"error"' in data:
                 event = json.loads(data)
                 if "error" in event:
@@ -98,4 +101,5 @@ async def _events(pieces, start: float) -> StreamTiming:
         raise StreamError("the stream ended without data: [DONE]")
     if usage is None:
         raise StreamError("no usage event (send stream_options.include_usage)")
-    return StreamTiming(first, time.perf_counter() - start, usage["prompt_tokens"], usage["completion_tokens"])
+    return StreamTiming(first, time.perf_counter() - start, usage["prompt_tokens"], usage["completion_tokens"],
+                        events)
