@@ -295,6 +295,19 @@ def chart(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def write_report(out: Path | None, text_for, data: dict, draw) -> None:
+    """Prints the markdown; with ``out``, writes OUT.md, OUT.json (``data``) and OUT.png (``draw(path)``).
+    ``text_for(png_name or None)`` makes the markdown, linking the chart when there is one."""
+    png = out.with_suffix(".png") if out else None
+    text = text_for(png.name if png else None)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        draw(png)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="checkpoint (default: the default SmolLM2 GGUF)")
@@ -335,14 +348,8 @@ def main(argv: list[str] | None = None) -> int:
             "cores": os.cpu_count(), "load": f"{load:.1f}", "requests": args.requests, "max_tokens": args.max_tokens,
             "prompt_tokens": prompt_tokens, "max_batch_size": args.max_batch_size, "repeats": args.repeats,
             "threads": args.threads}
-    png = args.out.with_suffix(".png") if args.out else None
-    text = markdown(meta, rows, png.name if png else None)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "levels": rows}, indent=1))
-        chart(rows, png, f"{meta['model']}: server vs engine, same requests")
+    write_report(args.out, lambda png: markdown(meta, rows, png), {"meta": meta, "levels": rows},
+                 lambda path: chart(rows, path, f"{meta['model']}: server vs engine, same requests"))
     bad = [r for r in rows if not r["same_work"] or r["engine"]["errors"] or r["server"]["errors"]]
     return 1 if bad else 0
 

@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 
 from benchmarks.server.load_test import free_port, wait_until_healthy
-from benchmarks.server.server_vs_engine import ServerSide
+from benchmarks.server.server_vs_engine import ServerSide, write_report
 from benchmarks.server.sse_client import stream_post
 
 MODEL_NAME = "synthetic"
@@ -234,14 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "load": f"{load:.1f}", "concurrency": args.concurrency,
             "requests": args.requests, "max_tokens": args.max_tokens, "max_batch_size": args.max_batch_size}
-    png = args.out.with_suffix(".png") if args.out else None
-    text = markdown(meta, rows, png.name if png else None)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        chart(rows, png, f"pio serve on a synthetic engine, {args.concurrency} streams")
+    write_report(args.out, lambda png: markdown(meta, rows, png), {"meta": meta, "rows": rows},
+                 lambda path: chart(rows, path, f"pio serve on a synthetic engine, {args.concurrency} streams"))
     return 1 if any(r["errors"] for r in rows) else 0
 
 
