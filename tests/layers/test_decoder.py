@@ -32,14 +32,17 @@ PLUGIN_FOLDERS = sorted(p for p in PLUGINS_DIR.iterdir() if (p / "plugin_manifes
 
 
 def imported_modules(path: Path) -> list[tuple[str, int]]:
-    """(absolute module name, level) of every import in ``path``; relative ones keep their dots as ``level``."""
+    """(module name, level) of every import in ``path``, relative ones with their dots as ``level``;
+    ``from X import y`` also counts as importing ``X.y`` (``y`` may be a submodule)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, 0) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            found.append((node.module or "", node.level))
+            module = node.module or ""
+            found.append((module, node.level))
+            found += [(f"{module}.{alias.name}".lstrip("."), node.level) for alias in node.names]
     return found
 
 

@@ -123,6 +123,8 @@ class FusedDecoder:
             return {}
         _expect(layer.q_norm is not None and layer.k_norm is not None,
                 f"{layer.prefix}self_attn: q_norm and k_norm come together (one of them is missing)")
+        _expect(layer.q_norm.eps == layer.k_norm.eps,
+                f"{layer.prefix}self_attn: q_norm eps {layer.q_norm.eps} differs from k_norm's {layer.k_norm.eps}")
         _expect(_accepts(native.PlanLayer, "q_norm"),
                 f"{layer.name('q_norm')}: this build's fused decode step has no q/k RMSNorm")
         return dict(q_norm=self._view(layer.q_norm.weight, layer.name("q_norm") + ".weight"),
