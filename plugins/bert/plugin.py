@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from inference_pio.plugin import ConfigError, ModelPluginMetadata, PluginType, CheckpointPlugin
+from inference_pio.plugin import CheckpointPlugin, ConfigError, ModelPluginMetadata
+from inference_pio.plugin.manifest import plugin_metadata
 from inference_pio.tokenizer import Tokenizer
 from inference_pio.weights import resolve_dtype
 
@@ -19,7 +20,6 @@ from .model import BertModel
 from .pooling import l2_normalize, pool_packed
 from .sentence_config import SentenceEmbeddingConfig
 from .text_encoder import TextEncoder
-
 
 
 class Bert_Plugin(CheckpointPlugin):
@@ -34,13 +34,7 @@ class Bert_Plugin(CheckpointPlugin):
     config_class = BertConfig
 
     def __init__(self, metadata: ModelPluginMetadata | None = None):
-        super().__init__(metadata or ModelPluginMetadata(
-            name="Bert", version="1.0.0", author="inference-pio",
-            description="BERT-architecture sentence-embedding models (sentence-transformers pooling)",
-            plugin_type=PluginType.MODEL_COMPONENT, dependencies=["torch>=2.4", "safetensors>=0.4", "tokenizers>=0.19"],
-            compatibility={"torch_version": ">=2.4", "python_version": ">=3.10", "min_memory_gb": 0.5},
-            model_family="BERT", model_types=["bert"], architectures=["BertModel"], capabilities=["embeddings"],
-        ))
+        super().__init__(metadata or plugin_metadata(__file__))  # the manifest is the one description
         self.config: BertConfig | None = None
         self.sentence_config: SentenceEmbeddingConfig | None = None
         self.model: BertModel | None = None

@@ -2,7 +2,7 @@
 
 ::
 
-    model = inference_pio.load("path/to/checkpoint", dtype="bfloat16")
+    model = inference_pio.load("path/to/checkpoint", dtype="bfloat16")   # or dtype=torch.bfloat16
     [result] = model.generate("Once upon a time", max_tokens=32, temperature=0)
     for piece in model.stream("Hello", max_tokens=16):
         print(piece, end="")
@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import torch
+
 from .engine.sampler import SamplingParams
 from .engine.warmup import warm_up
-from .plugin import PluginManager, TextModelPluginInterface
+from .plugin import CheckpointPlugin, PluginManager, TextModelPluginInterface
+from .plugin.config import dtype_name
+from .plugin.contract import EmbeddingPlugin, GenerationPlugin, can_embed, can_generate, require
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,11 @@ class GenerationResult:
 
 
 class Model:
-    """A loaded checkpoint: its plugin, engine and tokenizer. ``close()`` frees everything."""
+    """A loaded checkpoint: its plugin, engine and tokenizer. ``close()`` frees everything.
+
+    What it uses of the plugin is the contract in ``plugin.contract``: a ``GenerationPlugin``
+    (engine, tokenizer, config) or an ``EmbeddingPlugin`` (embed, embedding_dim, max_seq_length).
+    """
 
     def __init__(self, plugin: TextModelPluginInterface):
         self.plugin = plugin
@@ -55,15 +63,24 @@ class Model:
 
     @property
     def is_embedding_model(self) -> bool:
-        return "text-generation" not in self.capabilities and callable(getattr(self.plugin, "embed", None))
+        return "text-generation" not in self.capabilities and can_embed(self.plugin)
+
+    @property
+    def can_generate(self) -> bool:
+        """Whether this model generates (its plugin has a generation engine and it is not closed)."""
+        return can_generate(self.plugin) and self.plugin.engine is not None
 
     @property
     def engine(self):
-        engine = getattr(self.plugin, "engine", None)
-        if engine is None:
-            if self.plugin.is_loaded and self.is_embedding_model:
+        if not can_generate(self.plugin):
+            if not self.is_embedding_model:
+                require(self.plugin, GenerationPlugin)  # raises, naming what the plugin lacks
+            if self.plugin.is_loaded:
                 raise ValueError(f"{self.plugin.metadata.name} is an embedding model: it has no generation "
                                  "engine; use embed()")
+            raise RuntimeError("this model was closed")
+        engine = self.plugin.engine
+        if engine is None:
             raise RuntimeError("this model was closed")
         return engine
 
@@ -75,7 +92,7 @@ class Model:
     def max_model_len(self) -> int:
         """Most tokens one request may hold (prompt + output; the input of an embedding model)."""
         if self.is_embedding_model:
-            return int(self.plugin.max_seq_length)
+            return int(self._embedder().max_seq_length)
         return int(self.engine.max_model_len)
 
     @property
@@ -83,23 +100,42 @@ class Model:
         """Length of the vectors ``embed`` returns (embedding models)."""
         if not self.is_embedding_model:
             raise ValueError(f"{self.plugin.metadata.name} is not an embedding model")
-        return int(self.plugin.embedding_dim)
+        return int(self._embedder().embedding_dim)
+
+    def _embedder(self) -> EmbeddingPlugin:
+        if not can_embed(self.plugin):
+            raise ValueError(f"{self.plugin.metadata.name} is not an embedding model")
+        return self.plugin
+
+    @property
+    def tokenizer(self):
+        """The plugin's tokenizer; ``ValueError`` when the checkpoint has none."""
+        tokenizer = self.plugin.tokenizer if (can_generate(self.plugin) or can_embed(self.plugin)) else None
+        if tokenizer is None:
+            raise ValueError(f"{self.plugin.metadata.name}: this model has no tokenizer")
+        return tokenizer
+
+    @property
+    def chat_template(self) -> str | None:
+        """The tokenizer's chat template (Jinja source), or None (no tokenizer, or one without a template)."""
+        try:
+            return self.tokenizer.chat_template
+        except ValueError:
+            return None
 
     def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True,
                             **template_kwargs: Any) -> list[int]:
         """Token ids of ``messages`` (``[{"role": ..., "content": ...}]``) rendered with the model's chat template."""
-        tokenizer = getattr(self.plugin, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("this model has no tokenizer, so no chat template")
+        try:
+            tokenizer = self.tokenizer
+        except ValueError:
+            raise ValueError("this model has no tokenizer, so no chat template") from None
         return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
                                              **template_kwargs)
 
     def embed(self, texts: str | Sequence[str], **options: Any):
         """Sentence embeddings ``[n, dim]`` (float32) from an embedding model's plugin."""
-        embed = getattr(self.plugin, "embed", None)
-        if embed is None:
-            raise ValueError(f"{self.plugin.metadata.name} is not an embedding model")
-        return embed([texts] if isinstance(texts, str) else list(texts), **options)
+        return self._embedder().embed([texts] if isinstance(texts, str) else list(texts), **options)
 
     def async_engine(self):
         """The model's :class:`~inference_pio.engine.async_engine.AsyncEngine` (one per model, started lazily):
@@ -145,24 +181,31 @@ class Model:
         self.plugin.cleanup()
 
 
-def load(path: str | Path, dtype: str = "auto", device: str = "auto", *,
+def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str = "auto", *,
          manager: PluginManager | None = None, **options: Any) -> Model:
     """Loads the checkpoint folder ``path`` with the plugin its config.json asks for.
+
+    ``dtype``: ``"auto"`` (the checkpoint's), ``"float32"``, ``"bfloat16"``, ``"float16"`` (or
+    ``"fp16"``, ``"bf16"``...), or the torch dtype itself (``torch.bfloat16``) as transformers takes it.
 
     ``options`` go to the plugin's ``initialize`` (e.g. ``max_seq_len``, ``max_batch_size``,
     ``num_kv_blocks``, ``prefill_budget``). Raises ``ConfigError`` (no/bad config.json),
     ``NoPluginForModelError`` (listing the served model types), ``WeightLoadError``, or what else
     stopped the plugin. A generation model is warmed up before it is returned (``engine.warmup``).
     """
+    dtype = dtype_name(dtype)  # a wrong dtype fails here, before any file is read
     manager = manager or PluginManager()
     info = manager.plugin_for_checkpoint(path)
     plugin = manager.create_plugin(info.name)
     if not plugin.initialize(model_path=str(path), dtype=dtype, device=device, **options):
-        error = getattr(plugin, "init_error", None)
+        error = plugin.init_error if isinstance(plugin, CheckpointPlugin) else None
         if error is not None:
             raise error
         raise RuntimeError(f"plugin {info.name!r} failed to initialize {path}")
-    engine = getattr(plugin, "engine", None)
-    if engine is not None:  # the first request at steady speed: weights paged in, buffers built
-        warm_up(engine)
-    return Model(plugin)
+    if not (can_generate(plugin) or can_embed(plugin)):
+        plugin.cleanup()
+        require(plugin, GenerationPlugin)  # names what a generation plugin would need
+    model = Model(plugin)
+    if model.can_generate:  # the first request at steady speed: weights paged in, buffers built
+        warm_up(model.engine)
+    return model

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from inference_pio import ops  # noqa: E402
 from inference_pio.integrations import transformers as integration  # noqa: E402
 from inference_pio.integrations.transformers import apply_inference_pio, revert_inference_pio  # noqa: E402
-from inference_pio.layers import linear as layers_linear  # noqa: E402
+from inference_pio import _native  # noqa: E402
 from tests.llama.checkpoints import hf_model  # noqa: E402
 
 # Windows (20 tokens) shorter than prompt + generated tokens, so decode steps slide them.
@@ -25,8 +25,9 @@ MODELS = {
     "qwen2": dict(family="qwen2", use_sliding_window=True, sliding_window=20, max_window_layers=1,
                   tie_word_embeddings=True),
 }
+# linear: the C++ kernel itself (layers.Linear reaches it for decode-sized inputs on the CPU).
 KERNELS = {"rms_norm": (ops, "rms_norm"), "rope": (ops, "rotary_embedding"), "swiglu": (ops, "silu_and_mul"),
-           "attention": (ops, "prefill_attention"), "linear": (layers_linear, "linear_cpu_unchecked")}
+           "attention": (ops, "prefill_attention"), "linear": (_native.cpu_module(), "linear")}
 
 
 @pytest.fixture
@@ -65,6 +66,31 @@ def patched(model, **options):
 @pytest.mark.parametrize("name", MODELS)
 def test_patched_model_matches_unpatched_float32(name, kernel_calls):
     model = hf_model(**MODELS[name])
+    ids = prompt(batch=2)
+    expected_logits, expected_tokens = run(model, ids)
+    with patched(model):
+        logits, tokens = run(model, ids)
+    torch.testing.assert_close(logits, expected_logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(tokens, expected_tokens)
+    assert {name: spy.call_count > 0 for name, spy in kernel_calls.items()} == dict.fromkeys(KERNELS, True)
+
+
+def test_a_plugin_family_in_the_llama_layout_is_patched_too(kernel_calls, tmp_path, monkeypatch):
+    """Qwen3 (q/k RMSNorm on each head) comes with a plugin's manifest (a folder here, so the test
+    does not hang on the built-in one); nothing in the patch names it."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from tests.llama.checkpoints import TINY
+    from tests.plugin.plugin_files import write_plugin
+
+    write_plugin(tmp_path / "q3", "Q3Test", model_types=["qwen3"], architectures=["Qwen3ForCausalLM"])
+    monkeypatch.setenv("INFERENCE_PIO_PLUGIN_PATH", str(tmp_path / "q3"))
+
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(**{**TINY, "bos_token_id": 3, "eos_token_id": 0})).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.uniform_(0.8, 1.2) if "norm" in name else p.normal_(0.0, 0.15)
     ids = prompt(batch=2)
     expected_logits, expected_tokens = run(model, ids)
     with patched(model):
@@ -221,3 +247,17 @@ def test_a_non_silu_mlp_is_refused_before_anything_is_patched():
     assert "_inference_pio_patch" not in model.__dict__ and model.config._attn_implementation != "inference_pio"
     with patched(model, swiglu=False) as patch:  # the other pieces still apply
         assert "swiglu" not in patch.applied and "rms_norm" in patch.applied
+
+
+def test_the_patched_model_types_are_the_plugins_in_the_llama_layout(tmp_path, monkeypatch):
+    from tests.plugin.plugin_files import write_plugin
+
+    served = integration.supported_model_types()
+    assert {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}.items() <= served.items()
+    assert "deepseek_v3" not in served  # latent attention: no q/k/v projections to run
+    # Plugins added by a folder bring their model types, when transformers' classes fit the patch.
+    write_plugin(tmp_path / "p" / "q3", "Q3Test", model_types=["qwen3"], architectures=["Qwen3ForCausalLM"])
+    write_plugin(tmp_path / "p" / "p3", "P3Test", model_types=["phi3"], architectures=["Phi3ForCausalLM"])
+    monkeypatch.setenv("INFERENCE_PIO_PLUGIN_PATH", str(tmp_path / "p"))
+    served = integration.supported_model_types()
+    assert served["qwen3"] == "Qwen3" and "phi3" not in served  # Phi-3 fuses qkv and gate_up

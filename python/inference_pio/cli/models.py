@@ -44,7 +44,7 @@ def _params(n: int | None) -> str:
 
 @app.command("list", help="List catalogued models (optionally one family).")
 def list_models(
-    family: str = typer.Option(None, "--family", help="llama, mistral, qwen, deepseek, bert, custom"),
+    family: str = typer.Option(None, "--family", help="An installed plugin family (pio plugins list) or custom."),
 ) -> int:
     manager = _manager()
     models = manager.list_models(family)

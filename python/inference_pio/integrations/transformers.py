@@ -1,4 +1,4 @@
-"""One call that makes a loaded transformers Llama / Mistral / Qwen2 model run on our kernels.
+"""One call that makes a loaded transformers Llama-layout model (Llama, Mistral, Qwen2, ...) run on our kernels.
 
 In the manner of Liger-Kernel's ``apply_liger_kernel_to_llama``::
 
@@ -15,8 +15,8 @@ What each option swaps:
   q/k, with the cos/sin transformers computed as the per-token cache. That function is a module
   global, so it changes for every model of the architecture in the process (as Liger's does); it
   is restored when the last patched model of that architecture is reverted.
-- ``swiglu``: each ``<Model>MLP``'s forward -> gate and up projections written into the two halves
-  of one buffer, ``ops.silu_and_mul``, down projection.
+- ``swiglu``: each ``<Model>MLP``'s forward -> gate and up projections side by side in
+  one buffer, ``ops.silu_and_mul``, down projection.
 - ``linear``: the MLP's and attention's projections and the LM head go through
   ``layers.Linear``, whose CPU kernel streams the weight once for decode-sized inputs (torch's
   matmul otherwise).
@@ -47,11 +47,81 @@ from .. import ops
 from ..layers import Linear
 
 ATTENTION_NAME = "inference_pio"
-# model_type -> class-name prefix in transformers.models.<model_type>.modeling_<model_type>
-SUPPORTED = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 OPTIONS = ("rms_norm", "rope", "swiglu", "linear", "attention")
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PATCH_ATTR = "_inference_pio_patch"
+
+
+# ----- which transformers models: the installed plugins' model types in the Llama layout -----
+
+# What the patch replaces, by attribute name in transformers' modeling classes' __init__.
+_LLAMA_LAYOUT = {"MLP": ("gate_proj", "up_proj", "down_proj"), "Attention": ("q_proj", "k_proj", "v_proj", "o_proj")}
+
+
+def _modeling_module(model_type: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    except ImportError:
+        return None
+
+
+def _llama_layout_prefix(model_type: str, architectures: tuple[str, ...]) -> str | None:
+    """The class-name prefix (``"Qwen2"``) of ``model_type``'s transformers modeling module when its
+    classes have the layout the patch replaces: ``<P>RMSNorm``, ``<P>MLP`` with separate gate, up and
+    down projections, ``<P>Attention`` with separate q/k/v/o projections, ``apply_rotary_pos_emb``.
+    Fused projections (Phi-3) or latent attention (DeepSeek) do not qualify."""
+    modeling = _modeling_module(model_type)
+    if modeling is None or not hasattr(modeling, "apply_rotary_pos_emb"):
+        return None
+    for architecture in architectures:
+        prefix = architecture.removesuffix("ForCausalLM")
+        if prefix == architecture or not isinstance(getattr(modeling, f"{prefix}RMSNorm", None), type):
+            continue
+        if all(set(names) <= _init_names(getattr(modeling, f"{prefix}{part}", None))
+               for part, names in _LLAMA_LAYOUT.items()):
+            return prefix
+    return None
+
+
+def _init_names(cls: object) -> set[str]:
+    """The names ``cls.__init__`` uses (``self.gate_proj = ...`` names ``gate_proj``), looking through
+    one decorator that wraps it without ``functools.wraps`` (transformers' kernel hooks do)."""
+    init = getattr(cls, "__init__", None) if isinstance(cls, type) else None
+    code = getattr(init, "__code__", None)
+    if code is None:
+        return set()
+    names = set(code.co_names)
+    for cell in init.__closure__ or ():
+        inner = getattr(cell.cell_contents, "__code__", None)
+        if inner is not None:
+            names |= set(inner.co_names)
+    return names
+
+
+def _plugin_model_types() -> dict[str, tuple[str, ...]]:
+    """model_type -> architectures, for every installed plugin that generates text."""
+    from ..plugin.families import installed_manager
+
+    served: dict[str, tuple[str, ...]] = {}
+    for family in installed_manager().families().values():
+        if family.generates:
+            for model_type in family.model_types:
+                served.setdefault(model_type, family.architectures)
+    return served
+
+
+def supported_model_types() -> dict[str, str]:
+    """model_type -> transformers class-name prefix for each model type an installed plugin serves
+    whose transformers classes have the Llama layout (imports those modeling modules)."""
+    found = {mt: _llama_layout_prefix(mt, archs) for mt, archs in _plugin_model_types().items()}
+    return {mt: found[mt] for mt in sorted(found) if found[mt] is not None}
+
+
+def _supported_prefix(model_type: object) -> str | None:
+    if not isinstance(model_type, str):
+        return None
+    architectures = _plugin_model_types().get(model_type)
+    return None if architectures is None else _llama_layout_prefix(model_type, architectures)
 
 
 def _kernels_apply(*tensors: torch.Tensor | None) -> bool:
@@ -92,14 +162,12 @@ def _linear_forward(module: nn.Linear, ours: Linear, x: torch.Tensor) -> torch.T
 
 
 def _swiglu_forward(module: nn.Module, gate: Linear, up: Linear, down: Linear, x: torch.Tensor) -> torch.Tensor:
-    """``down(silu(gate(x)) * up(x))`` with gate and up written into the halves of one buffer."""
+    """``down(silu(gate(x)) * up(x))``; gate and up side by side in one ``[M, 2 * inter]`` buffer, as
+    ``silu_and_mul`` reads them (``layers.Linear`` writes only contiguous outputs, so not in place)."""
     if not _kernels_apply(x, module.gate_proj.weight, module.up_proj.weight, module.down_proj.weight):
         return type(module).forward(module, x)
-    inter = module.gate_proj.out_features
     x2 = x.reshape(-1, x.shape[-1])
-    gate_up = x2.new_empty(x2.shape[0], 2 * inter)
-    gate(x2, out=gate_up[:, :inter])
-    up(x2, out=gate_up[:, inter:])
+    gate_up = torch.cat((gate(x2), up(x2)), dim=-1)
     return down(ops.silu_and_mul(gate_up)).view(*x.shape[:-1], -1)
 
 
@@ -255,16 +323,21 @@ class InferencePioPatch:
 
 def apply_inference_pio(model: nn.Module, *, rms_norm: bool = True, rope: bool = True, swiglu: bool = True,
                         linear: bool = True, attention: bool = True) -> InferencePioPatch:
-    """Makes an already loaded transformers Llama / Mistral / Qwen2 model use inference-pio's kernels.
+    """Makes an already loaded transformers model use inference-pio's kernels.
+
+    Served: the model types of the installed plugins whose transformers classes have the Llama
+    layout (``supported_model_types()``: llama, mistral, qwen2 and the like).
 
     Returns the patch (``patch.revert()`` undoes it). Applying again to a patched model adds the
     options not applied yet and returns the same patch. Raises ``ValueError`` for other architectures.
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED:
-        raise ValueError(f"apply_inference_pio supports transformers models of type {', '.join(SUPPORTED)}; "
-                         f"got {type(model).__name__} (model_type {model_type!r})")
+    prefix = _supported_prefix(model_type)
+    if prefix is None:
+        raise ValueError(f"apply_inference_pio supports transformers models of type "
+                         f"{', '.join(supported_model_types())} (the installed plugins' model types in the Llama "
+                         f"layout); got {type(model).__name__} (model_type {model_type!r})")
     if swiglu and config.hidden_act not in ("silu", "swish"):
         raise ValueError(f"swiglu=True needs a SiLU MLP; this model's hidden_act is {config.hidden_act!r}")
     patch = model.__dict__.get(_PATCH_ATTR)
@@ -274,7 +347,7 @@ def apply_inference_pio(model: nn.Module, *, rms_norm: bool = True, rope: bool =
         model.__dict__[_PATCH_ATTR] = patch
     wanted = {name for name, on in zip(OPTIONS, (rms_norm, rope, swiglu, linear, attention)) if on}
     for option in [o for o in OPTIONS if o in wanted - patch.applied]:
-        _APPLY[option](patch, SUPPORTED[model_type])
+        _APPLY[option](patch, prefix)
         patch.applied.add(option)
     return patch
 

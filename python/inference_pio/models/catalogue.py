@@ -174,7 +174,7 @@ def _to_info(row: tuple) -> ModelInfo:
     values.pop("added_at")
     return ModelInfo(
         **{**values,
-           "family": ModelType(values["family"]),
+           "family": ModelType.stored(values["family"]),
            "source": ModelSource(values["source"]),
            "format": ModelFormat(values["format"]),
            "path": Path(values["path"]),

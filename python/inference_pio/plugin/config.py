@@ -65,10 +65,11 @@ class BaseConfig:
     config_aliases: ClassVar[dict[str, str]] = {"torch_dtype": "dtype"}
 
     def __post_init__(self) -> None:
-        self._check_field_types()
         name = type(self).__name__
-        self.dtype = _normalize_dtype(self.dtype, f"{name}.dtype")
-        self.kv_cache_dtype = _normalize_dtype(self.kv_cache_dtype, f"{name}.kv_cache_dtype")
+        # torch dtypes (as transformers users pass them) become their names before the type check.
+        self.dtype = dtype_name(self.dtype, f"{name}.dtype")
+        self.kv_cache_dtype = dtype_name(self.kv_cache_dtype, f"{name}.kv_cache_dtype")
+        self._check_field_types()
         if not _DEVICE.match(self.device):
             raise ConfigError(
                 f"{name}.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
@@ -227,11 +228,21 @@ def read_config_json(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _normalize_dtype(value: str, where: str) -> str:
-    name = value.removeprefix("torch.")
+def dtype_name(value: Any, where: str = "dtype") -> str:
+    """The name in ``DTYPES`` of a dtype given as a string (``"bf16"``, ``"torch.float16"``) or a
+    ``torch.dtype`` (``torch.bfloat16``); ``ConfigError`` naming ``where`` for anything else."""
+    text = value
+    if not isinstance(value, str):
+        import torch  # only when a non-string arrives: the config module stays torch-free otherwise
+
+        if not isinstance(value, torch.dtype):
+            raise ConfigError(f"{where} must be a str or a torch.dtype ({', '.join(DTYPES)}), "
+                              f"got {type(value).__name__} {value!r}")
+        text = str(value)
+    name = text.removeprefix("torch.")
     name = _DTYPE_ALIASES.get(name, name)
     if name not in DTYPES:
-        raise ConfigError(f"{where} must be one of {', '.join(DTYPES)}, got {value!r}")
+        raise ConfigError(f"{where} must be one of {', '.join(DTYPES)} (or the torch dtype), got {value!r}")
     return name
 
 

@@ -19,6 +19,7 @@ from .config import read_config_json
 from .dependencies import DependencyReport, check_dependencies
 from .discovery import BrokenPlugin, Candidate
 from .errors import ManifestError, NoPluginForModelError, PluginLoadError, PluginNotFoundError
+from .families import Family, families_of
 from .interface import TextModelPluginInterface
 from .manifest import PluginManifest, load_manifest
 
@@ -137,6 +138,19 @@ class PluginManager:
                     f"no plugin named {name!r} (known plugins: {known}){self._broken_hint()}"
                 )
             return info
+
+    # Families ------------------------------------------------------------------------
+
+    def families(self) -> dict[str, Family]:
+        """The model families of the usable plugins (``"llama"`` -> ``Family``), from their
+        manifests' ``model_family``, in search order."""
+        return families_of(p.manifest for p in self.discover())
+
+    def family_for_config(self, config: dict[str, Any]) -> Family:
+        """The family of the plugin that serves ``config`` (a config.json dict); raises like
+        ``plugin_for_config``."""
+        info = self.plugin_for_config(config)
+        return next(f for f in self.families().values() if info.name in f.plugins)
 
     # Checks --------------------------------------------------------------------------
 

@@ -131,6 +131,12 @@ def load_manifest(path: str | Path) -> PluginManifest:
     return parse_manifest(data, path)
 
 
+def plugin_metadata(module_file: str | Path) -> ModelPluginMetadata:
+    """The metadata of the plugin whose module is ``module_file`` (pass ``__file__``), read from
+    the ``plugin_manifest.json`` beside it: the manifest is the plugin's only copy of it."""
+    return load_manifest(Path(module_file).parent).to_metadata()
+
+
 def parse_manifest(data: object, path: str | Path = "<manifest>") -> PluginManifest:
     """Validate already-decoded manifest data; ``path`` is used in error messages."""
     if not isinstance(data, dict):

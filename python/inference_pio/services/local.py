@@ -26,6 +26,8 @@ import torch
 
 from ..engine.sampler import SamplingParams
 from ..models.types import ModelInfo, ModelType
+from ..plugin.contract import GenerationPlugin, can_embed, require
+from ..plugin.families import installed_manager
 from .interface import (EmbeddingResult, Embedder, EstimatingTokenizer, GenerationInfo, NLPService,
                         SchematicGenerationResult, SchematicGenerator, ServiceError, StreamingTextGenerator,
                         TextStream, UsageInfo)
@@ -34,7 +36,7 @@ from .embedding_choice import choose_embedding_model
 from .interface import ModerationService
 from .moderation import CalibratedModeration, DEFAULT_CATEGORIES, NoModeration, moderation_enabled
 from .schemas import OutputSchema
-from .structured import BudgetTooSmallError, GrammarBackend
+from ..engine.grammar import BudgetTooSmallError, GrammarBackend
 
 _SAMPLING_HINTS = ("temperature", "top_p", "top_k", "min_p", "seed", "repetition_penalty")
 
@@ -67,15 +69,15 @@ class LocalModelService(NLPService):
     states), ``"self"`` (this model), or a catalogued model id. ``info``: the model, when it is not catalogued.
     """
 
-    family: ModelType | None = None  # set by the named subclasses: the family they accept
+    family: str | None = None  # set by the named subclasses: the family (ModelType value) they accept
 
     def __init__(self, model_manager, model_id: str, logger: logging.Logger | None = None, *,
                  max_tokens: int | None = None, moderation_categories: Sequence[str] = DEFAULT_CATEGORIES,
                  embedding_model: str = "auto", moderation: bool | None = None, info: ModelInfo | None = None,
                  **load_options: Any):
         self.info = info if info is not None else lookup_model(model_manager, model_id)
-        if self.family is not None and ModelType(self.info.family) != self.family:
-            raise ValueError(f"{type(self).__name__} serves {self.family.value} models; {model_id!r} is a "
+        if self.family is not None and ModelType(self.info.family).value != self.family:
+            raise ValueError(f"{type(self).__name__} serves {self.family} models; {model_id!r} is a "
                              f"{ModelType(self.info.family).value} model")
         self.logger = logger or logging.getLogger(__name__)
         if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
@@ -133,7 +135,7 @@ class LocalModelService(NLPService):
         schema fails here (``SchemaError``)."""
         output = OutputSchema.of(schema)
         model = await self.model()
-        if getattr(model.plugin, "engine", None) is None:
+        if not model.can_generate:
             raise ServiceError(f"{self.model_id} is an embedding model: it cannot generate")
         backend = await asyncio.to_thread(GrammarBackend.for_model, model)
         await asyncio.to_thread(backend.min_tokens, output)  # compiles the grammar, caches the shortest answer
@@ -164,11 +166,11 @@ class LocalModelService(NLPService):
         """The softmax of the model's next-token logits (after the chat template over ``prompt``) over ``labels``,
         each of which must be one token."""
         model = await self.model()
-        if getattr(model.plugin, "engine", None) is None:
+        if not model.can_generate:
             raise ServiceError(f"{self.model_id} is an embedding model: it cannot classify")
         token_ids = []
         for label in labels:
-            encoded = model.plugin.tokenizer.encode(label, add_special_tokens=False)
+            encoded = model.tokenizer.encode(label, add_special_tokens=False)
             if len(encoded) != 1:
                 raise ValueError(f"label {label!r} is {len(encoded)} tokens for {self.model_id}; "
                                  "labels must be one token")
@@ -197,14 +199,14 @@ class LocalModelService(NLPService):
 
     async def get_streaming_text_generator(self, hints: Mapping[str, Any] | None = None) -> "LocalTextStreamer":
         model = await self.model()
-        if getattr(model.plugin, "engine", None) is None:
+        if not model.can_generate:
             raise ServiceError(f"{self.model_id} is an embedding model: it cannot generate")
         return LocalTextStreamer(self, model)
 
 
 def _chat_prompt_ids(model, messages: list[dict]) -> list[int]:
     """The chat template over ``messages``; without a template, their contents as plain text."""
-    if getattr(model.plugin.tokenizer, "chat_template", None):
+    if model.tokenizer.chat_template:
         return model.apply_chat_template(messages)
     return model.tokenize("\n\n".join(m["content"] for m in messages) + "\n")
 
@@ -350,11 +352,11 @@ class LocalEmbedder(Embedder):
             if self._model.is_embedding_model:  # pooling may concatenate modes: the plugin knows the width
                 self._dimensions = self._model.embedding_dim
             else:  # pooled hidden states
-                self._dimensions = int(self._model.plugin.config.hidden_size)
+                self._dimensions = int(require(self._model.plugin, GenerationPlugin).config.hidden_size)
         return self._dimensions
 
     def _embed_sync(self, texts: list[str]):
-        if getattr(self._model.plugin, "embed", None) is not None:
+        if can_embed(self._model.plugin):
             return self._model.embed(texts)
         from .pooled_embeddings import mean_pooled_embeddings
 
@@ -374,25 +376,57 @@ class LocalEmbedder(Embedder):
 
 
 class LlamaService(LocalModelService):
-    family = ModelType.LLAMA
+    family = "llama"
 
 
 class DeepSeekService(LocalModelService):
-    family = ModelType.DEEPSEEK
+    family = "deepseek"
 
 
 class MistralService(LocalModelService):
-    family = ModelType.MISTRAL
+    family = "mistral"
 
 
 class QwenService(LocalModelService):
-    family = ModelType.QWEN
+    family = "qwen"
 
 
-SERVICE_FOR_FAMILY: dict[ModelType, type[LocalModelService]] = {
-    ModelType.LLAMA: LlamaService, ModelType.DEEPSEEK: DeepSeekService, ModelType.MISTRAL: MistralService,
-    ModelType.QWEN: QwenService,
-}
+# The seed's names for its families; any other generating family gets a class named after it.
+_NAMED_SERVICES: dict[str, type[LocalModelService]] = {
+    cls.family: cls for cls in (LlamaService, DeepSeekService, MistralService, QwenService)}
+
+
+class _ServicesByFamily(Mapping):
+    """``ModelType`` -> service class, for each family of the installed plugins that generates text
+    (read from their manifests on each use, so a plugin added later is served without an edit)."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, type[LocalModelService]] = {}
+        self._lock = threading.Lock()
+
+    def _keys(self) -> list[str]:
+        return [key for key, family in installed_manager().families().items() if family.generates]
+
+    def __iter__(self):
+        return iter([ModelType(key) for key in self._keys()])
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __getitem__(self, family) -> type[LocalModelService]:
+        key = family.value if isinstance(family, ModelType) else family
+        if not isinstance(key, str) or key not in self._keys():
+            raise KeyError(family)
+        if key in _NAMED_SERVICES:
+            return _NAMED_SERVICES[key]
+        with self._lock:
+            if key not in self._made:
+                name = installed_manager().families()[key].title.replace(" ", "") + "Service"
+                self._made[key] = type(name, (LocalModelService,), {"family": key, "__module__": __name__})
+            return self._made[key]
+
+
+SERVICE_FOR_FAMILY: Mapping[ModelType, type[LocalModelService]] = _ServicesByFamily()
 
 
 def local_service(model_manager, model_id: str, logger: logging.Logger | None = None, **options: Any
