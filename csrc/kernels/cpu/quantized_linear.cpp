@@ -42,6 +42,7 @@
 #include "pio/pybind_tensor_view.h"
 #include "cpu_ops.h"
 #include "quantized_blocks.h"
+#include "quantized_gemm.h"
 #include "quantized_int16.h"
 #include "quantized_simd.h"
 #include "vec.h"
@@ -439,6 +440,8 @@ void linear_for_type(T* out, int64_t os, const T* x, int64_t xs, const uint8_t* 
                      int64_t N, int64_t K, int input_mode) {
   constexpr bool byte_kernel = QT == QType::Q8_0 || QT == QType::Q4_0 || QT == QType::Q4_1;
   if (input_mode == kInputExact) return linear_exact<QT>(out, os, x, xs, w, rb, bias, M, N, K);
+  if (M >= kGemmMinRows)  // batches and prompts: compute-bound, the register-tiled GEMM (quantized_gemm.h)
+    return quantized_gemm<QT>(out, os, x, xs, w, rb, bias, M, N, K, input_mode == kInputInt16 ? 32767.0f : 127.0f);
   if (input_mode == kInputInt16) {
     if constexpr (QT == QType::Q4_0 || QT == QType::Q4_1)  // nibble weights: the byte kernel on split inputs
       return linear_int8_input<QT, true>(out, os, x, xs, w, rb, bias, M, N, K);
