@@ -1,27 +1,25 @@
-"""Dense linear layer (a quantized linear will sit beside it).
+"""Dense linear layer over ``ops.linear``.
 
-On CPU with few rows (decode) it calls the streaming kernel of ``ops.linear`` directly: torch's
-bfloat16 matmul runs far below memory bandwidth at M = 1, and decode is 80%+ matmul. Everything
-else (prefill, GPUs, torch.compile tracing, a forced non-cpu backend) keeps torch's matmul.
+Routing is the op's (the dispatcher's): on CPU with few rows (decode) the streaming kernel, since
+torch's bfloat16 matmul runs far below memory bandwidth at M = 1 and decode is 80%+ matmul;
+torch's matmul for prefill and on GPUs; the custom op under torch.compile. The layer calls the
+op's ``LinearHandle``, fetched once per weight, so a decode step pays no per-call routing or
+weight validation in Python.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..ops import _dispatch
-from ..ops.linear import SMALL_M_MAX, linear_cpu_unchecked
-
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from ..ops.linear import LinearHandle
 
 
 class Linear(nn.Module):
     """``y [T, out_features] = x [T, in_features] @ weight.T (+ bias)``; weight ``[out, in]``.
 
     Fused projections (qkv, gate_up) are a single ``Linear`` whose rows the checkpoint loader
-    concatenated; the owner keeps the split sizes.
+    concatenated; the owner keeps the split sizes. x may also be ``[..., in_features]``.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
@@ -33,36 +31,16 @@ class Linear(nn.Module):
                                    requires_grad=False)
         self.bias = (nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False)
                      if bias else None)
+        self._handle: LinearHandle | None = None
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``x [T, in]`` -> ``[T, out]``, written into ``out`` when given (no allocation)."""
-        if self._use_cpu_kernel(x):
-            if out is None:
-                out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype)
-            # Validated here only as far as routing needs; the C++ kernel checks shapes and strides.
-            linear_cpu_unchecked(x, self.weight, self.bias, out)
-            return out
-        if out is None:
-            return F.linear(x, self.weight, self.bias)
-        if self.bias is None:
-            return torch.mm(x, self.weight.t(), out=out)
-        return torch.addmm(self.bias, x, self.weight.t(), out=out)
-
-    def _use_cpu_kernel(self, x: torch.Tensor) -> bool:
-        """Few rows on CPU in a dtype the kernel handles, and nothing forcing another backend."""
-        w = self.weight
-        return (
-            x.device.type == "cpu"
-            and x.dim() == 2
-            and x.shape[0] <= SMALL_M_MAX
-            and x.dtype in _KERNEL_DTYPES
-            and x.dtype == w.dtype
-            and w.device.type == "cpu"
-            and w.is_contiguous()
-            and (x.shape[1] <= 1 or x.stride(1) == 1)
-            and not torch.compiler.is_compiling()
-            and _dispatch.forced_backend() in (None, "cpu")
-        )
+        # _parameters, not self.weight: nn.Module's attribute lookup costs more than the check.
+        params = self._parameters
+        handle = self._handle
+        if handle is None or handle.weight is not params["weight"] or handle.bias is not params.get("bias"):
+            handle = self._handle = LinearHandle(params["weight"], params.get("bias"))
+        return handle(x, out)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

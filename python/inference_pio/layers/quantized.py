@@ -1,10 +1,10 @@
 """Layers over ``QuantizedTensor`` weights: ``QuantizedLinear``, ``QuantizedEmbedding``, and
 ``swap_in_quantized`` which puts them in place of a model's dense ``Linear`` / ``nn.Embedding``.
 
-On CPU they call the block kernels of ``ops.quantized_linear`` directly (the weight stays in its
-GGUF blocks; no dense copy is ever kept; prefill-sized inputs go through dequantized tiles of a
-few MB and torch's matmul, as the op routes them); elsewhere (GPUs, a forced ``reference`` backend,
-``torch.compile`` tracing) they go through the op, whose reference dequantizes per call.
+Routing is the ops' (the dispatcher's): on CPU the block kernels of ``ops.quantized_linear`` (the
+weight stays in its GGUF blocks; no dense copy is ever kept; prefill-sized inputs go through
+dequantized tiles of a few MB and torch's matmul); on GPUs, under a forced ``reference`` backend or
+``torch.compile`` tracing, the op's other routes. Each layer calls the op's handle, fetched once.
 """
 
 from __future__ import annotations
@@ -12,18 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _dispatch
-from ..ops._checks import FLOAT_DTYPES
-from ..ops.quantized_linear import (
-    SMALL_M_MAX, default_quantize_input, quantized_embedding, quantized_embedding_cpu_unchecked, quantized_linear,
-    quantized_linear_cpu_unchecked, quantized_linear_through_tiles,
-)
+from ..ops.quantized_linear import QuantizedEmbeddingHandle, QuantizedLinearHandle, default_quantize_input
 from ..quant import QuantizedTensor
-
-
-def _cpu_kernel_allowed(device: torch.device) -> bool:
-    return (device.type == "cpu" and not torch.compiler.is_compiling()
-            and _dispatch.forced_backend() in (None, "cpu"))
 
 
 class QuantizedLinear(nn.Module):
@@ -41,29 +31,23 @@ class QuantizedLinear(nn.Module):
         self.out_features, self.in_features = qweight.shape
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.quantize_input = default_quantize_input()
-        self._bias_as: dict[torch.dtype, torch.Tensor] = {}  # the bias in each input dtype met
+        # One handle per input dtype met (the bias goes to the kernel in x's dtype), all for the
+        # (qweight, bias, its data pointer, quantize_input) in _bound_to; a change rebuilds them.
+        self._handles: dict[torch.dtype, QuantizedLinearHandle] = {}
+        self._bound_to: tuple = (None, None, None, None)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``x [T, in]`` (or ``[..., in]``) -> ``[T, out]``, written into ``out`` when given (no allocation)."""
-        bias = self._bias_for(x.dtype)
-        if x.dim() == 2 and x.dtype in FLOAT_DTYPES and _cpu_kernel_allowed(x.device):
-            if out is None:
-                out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype)
-            # Routing only; the C++ kernels check shapes, strides and dtypes themselves.
-            if x.shape[0] <= SMALL_M_MAX or _dispatch.forced_backend() == "cpu":
-                quantized_linear_cpu_unchecked(x, self.qweight, bias, out, self.quantize_input)
-            else:  # prefill: dequantized tiles and torch's matmul (see ops.quantized_linear)
-                quantized_linear_through_tiles(x, self.qweight, bias, out)
-            return out
-        return quantized_linear(x, self.qweight, bias, out=out, quantize_input=self.quantize_input)
-
-    def _bias_for(self, dtype: torch.dtype) -> torch.Tensor | None:
-        if self.bias is None or self.bias.dtype == dtype:
-            return self.bias
-        cached = self._bias_as.get(dtype)
-        if cached is None or cached.device != self.bias.device:
-            cached = self._bias_as[dtype] = self.bias.detach().to(dtype)
-        return cached
+        bias = self._parameters.get("bias")  # not self.bias: nn.Module's lookup costs more than the check
+        qweight, mode, bound = self.qweight, self.quantize_input, self._bound_to
+        if (bound[0] is not qweight or bound[1] is not bias or bound[3] != mode
+                or (bias is not None and bias.data_ptr() != bound[2])):
+            self._handles, self._bound_to = {}, (qweight, bias, None if bias is None else bias.data_ptr(), mode)
+        handle = self._handles.get(x.dtype)
+        if handle is None:
+            as_x = None if bias is None or bias.dtype == x.dtype else bias.detach().to(x.dtype)
+            handle = self._handles[x.dtype] = QuantizedLinearHandle(qweight, bias if as_x is None else as_x, mode)
+        return handle(x, out)
 
     def extra_repr(self) -> str:
         return f"{self.qweight.qtype_name}, in_features={self.in_features}, out_features={self.out_features}, " \
@@ -78,15 +62,14 @@ class QuantizedEmbedding(nn.Module):
         self.qweight = qweight
         self.num_embeddings, self.embedding_dim = qweight.shape
         self.dtype = dtype
+        self._handle: QuantizedEmbeddingHandle | None = None
 
     def forward(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``ids [T]`` -> ``[T, hidden]`` in ``self.dtype`` (out's dtype when given); ids out of range raise."""
-        if ids.dim() == 1 and _cpu_kernel_allowed(ids.device):
-            if out is None:
-                out = torch.empty(ids.shape[0], self.embedding_dim, dtype=self.dtype)
-            quantized_embedding_cpu_unchecked(ids, self.qweight, out)
-            return out
-        return quantized_embedding(ids, self.qweight, self.dtype, out=out)
+        handle = self._handle
+        if handle is None or handle.qweight is not self.qweight:
+            handle = self._handle = QuantizedEmbeddingHandle(self.qweight)
+        return handle(ids, self.dtype, out)
 
     def extra_repr(self) -> str:
         return f"{self.qweight.qtype_name}, {self.num_embeddings}, {self.embedding_dim}"

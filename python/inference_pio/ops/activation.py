@@ -73,26 +73,24 @@ def _prepare(x: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, t
     return x2, out, out if out.dim() == 2 else out.view(x2.shape[0], d)
 
 
+@_dispatch.traced_as_custom_op("silu_and_mul")
 def silu_and_mul(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """SwiGLU activation: ``x [..., 2*d]`` -> ``out [..., d] = silu(x[..., :d]) * x[..., d:]``.
 
     float32/float16/bfloat16; ``out`` (contiguous, x's dtype) is written and returned (new unless given).
     """
-    if torch.compiler.is_compiling():
-        return torch.ops.inference_pio.silu_and_mul(x)
     x2, out, out2 = _prepare(x, out)
     _silu_and_mul(x.device, x2, out2)
     return out
 
 
+@_dispatch.traced_as_custom_op("gelu_and_mul")
 def gelu_and_mul(x: torch.Tensor, approximate: str = "none", *, out: torch.Tensor | None = None) -> torch.Tensor:
     """GeGLU activation: ``x [..., 2*d]`` -> ``out [..., d] = gelu(x[..., :d]) * x[..., d:]``.
 
     ``approximate``: "none" (exact, erf) or "tanh" (as ``torch.nn.functional.gelu``).
     float32/float16/bfloat16; ``out`` (contiguous, x's dtype) is written and returned (new unless given).
     """
-    if torch.compiler.is_compiling():
-        return torch.ops.inference_pio.gelu_and_mul(x, approximate)
     approximate = _check_approximate(approximate)
     x2, out, out2 = _prepare(x, out)
     _gelu_and_mul(x.device, x2, approximate, out2)

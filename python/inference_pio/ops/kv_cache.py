@@ -64,6 +64,7 @@ def _check_cache(name: str, t: torch.Tensor, key: torch.Tensor) -> None:
     check_shape(name, t, (None, None, key.shape[1], key.shape[2]))
 
 
+@_dispatch.traced_as_custom_op("reshape_and_cache")
 def reshape_and_cache(
     key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
@@ -71,9 +72,6 @@ def reshape_and_cache(
     [num_blocks, block_size, num_kv_heads, head_dim]`` at ``slot_mapping [num_tokens]`` (int32/int64,
     negative: skip). A slot >= num_blocks * block_size raises ValueError before anything is written, and
     so do caches that share memory with each other or with the other arguments."""
-    if torch.compiler.is_compiling():
-        torch.ops.inference_pio.reshape_and_cache(key, value, key_cache, value_cache, slot_mapping)
-        return
     _check_rows("key", key, key)
     _check_rows("value", value, key)
     _check_cache("key_cache", key_cache, key)

@@ -86,6 +86,7 @@ def paged_decode_attention_reference(
     )
 
 
+@_dispatch.traced_as_custom_op("paged_decode_attention")
 def paged_decode_attention(
     query: torch.Tensor,
     key_cache: torch.Tensor,
@@ -104,11 +105,6 @@ def paged_decode_attention(
     ``scale`` defaults to ``head_dim ** -0.5``; ``sliding_window`` None attends every cached
     token; ``max_context_len`` (optional) is an upper bound on ``context_lens`` that GPU
     backends use to size their grids without reading ``context_lens``."""
-    if torch.compiler.is_compiling():
-        result = torch.ops.inference_pio.paged_decode_attention(
-            query, key_cache, value_cache, block_tables, context_lens, scale, sliding_window, max_context_len
-        )
-        return result if out is None else out.copy_(result)
     check_tensor("query", query, ndim=3, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
     num_seqs, num_heads, head_dim = query.shape
     for name, cache in (("key_cache", key_cache), ("value_cache", value_cache)):

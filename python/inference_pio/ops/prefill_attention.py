@@ -140,6 +140,7 @@ def _lengths(values: list[int] | None) -> list[int] | None:
     return None if values is None else [values[b + 1] - values[b] for b in range(len(values) - 1)]
 
 
+@_dispatch.traced_as_custom_op("prefill_attention")
 def prefill_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -163,11 +164,6 @@ def prefill_attention(
     ``scale`` defaults to ``head_dim ** -0.5``; ``sliding_window`` needs ``causal``. Returns ``out``
     ``[total_q, num_heads, head_dim]`` in query's dtype (new unless given).
     """
-    if torch.compiler.is_compiling():
-        result = torch.ops.inference_pio.prefill_attention(
-            query, key, value, cu_seqlens_q, cu_seqlens_k, causal, scale, sliding_window, block_tables, max_seqlen_q, max_seqlen_k
-        )
-        return result if out is None else out.copy_(result)
     check_tensor("query", query, ndim=3, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
     total_q, num_heads, head_dim = query.shape
     if query.stride(1) != head_dim and num_heads > 1:

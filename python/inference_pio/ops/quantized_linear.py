@@ -25,13 +25,15 @@ Three ways the linear kernel (csrc/kernels/cpu/quantized_linear.cpp) computes, c
 the older ``1`` / ``0`` mean ``int8`` / ``none``), ``int16`` when unset. ``True`` / ``False`` are
 accepted as ``"int8"`` / ``"none"`` (the old boolean argument).
 
-Routing (why): decode (``M <= SMALL_M_MAX`` rows) is memory-bound and the block kernel streams the
+Routing (why; the dispatcher decides, ``_dispatch.takes_torch_route``): decode (``M <=
+_dispatch.QUANTIZED_LINEAR_KERNEL_MAX_ROWS`` rows) is memory-bound and the block kernel streams the
 weight once. Prefill is compute-bound, and torch's blocked GEMM (AMX / AVX-512 through oneDNN)
 outruns any block kernel there, so for more rows the op dequantizes tiles of weight rows (the
 embedding kernel, ``DEQUANT_TILE_BYTES`` at a time, never the whole matrix) and multiplies them
 with torch's matmul in x's dtype: exact products for float32 x, bf16/fp16 weights for bf16/fp16 x
 (rounded as a dense bf16/fp16 checkpoint would be), whatever ``quantize_input`` says. A forced
-backend (``use_backend``) bypasses the routing, so the kernel is tested at every M.
+backend (``use_backend``) bypasses the routing, so the kernel is tested at every M. Layers call
+``QuantizedLinearHandle`` / ``QuantizedEmbeddingHandle``, fetched once (the same results as the ops).
 
 Backends: ``reference`` (the gguf package's dequantizer, then a float32 matmul; float64 for
 float64) and ``cpu``. Backend call conventions: ``quantized_linear: impl(x2d, qweight, bias, out2d,
@@ -63,11 +65,13 @@ INPUT_QMAX = {"int8": 127.0, "int16": 32767.0}
 INT8_INPUT_QTYPES = (2, 3, 8)
 Q8_BLOCK = 32
 
-# Rows up to which the block kernel runs; more rows go through dequantized tiles and torch's matmul.
-SMALL_M_MAX = 16
+# Rows up to which the block kernel runs (the dispatcher's value); more rows go through dequantized
+# tiles and torch's matmul.
+SMALL_M_MAX = _dispatch.QUANTIZED_LINEAR_KERNEL_MAX_ROWS
 DEQUANT_TILE_BYTES = 2 << 20
 
 _quantized_linear = _dispatch.op("quantized_linear")
+_quantized_linear.set_torch_route(kernel_max_rows=SMALL_M_MAX, needs="cpu")  # the tiles use the cpu kernels
 _quantized_embedding = _dispatch.op("quantized_embedding")
 _MODE_CODES = {**INPUT_MODES, False: 0, True: 1}  # the old boolean argument: int8 or exact
 _ENV_ALIASES = {"0": "none", "1": "int8"}
@@ -187,8 +191,7 @@ def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tens
     x2 = rows_2d("x", x)
     out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
     quantize_input = input_mode(quantize_input)
-    if _dispatch.forced_backend() is None and x2.shape[0] > SMALL_M_MAX and x.device.type == "cpu" \
-            and _native.cpu_available():
+    if _dispatch.takes_torch_route("quantized_linear", x.device, x2.shape[0]):
         quantized_linear_through_tiles(x2, qweight, bias, out2)
     else:
         _quantized_linear(x.device, x2, qweight, bias, out2, quantize_input)
@@ -247,13 +250,51 @@ def _mm_into(x2, tile, bias, dst):
         torch.addmm(bias, x2, tile.t(), out=dst)
 
 
-def quantized_linear_cpu_unchecked(x2: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tensor | None,
-                                   out2: torch.Tensor, quantize_input: str | bool) -> None:
-    """The CPU kernel without Python-side validation (the layers' hot path): ``x2 [M, K]``,
-    ``out2 [M, N]``, ``quantize_input`` a mode name (or the old bool). The C++ kernel still checks
-    every shape, dtype and stride (ValueError)."""
-    _native.cpu_module().quantized_linear(view(out2), view(x2), view(qweight.data), qweight.qtype,
-                                          optional_view(bias), input_mode_code(quantize_input))
+class QuantizedLinearHandle:
+    """``quantized_linear`` over one weight, bias and input mode, resolved once: what
+    ``layers.QuantizedLinear`` calls per forward.
+
+    ``handle(x, out=None)`` returns exactly what ``quantized_linear(x, qweight, bias, out=out,
+    quantize_input=quantize_input)`` does. While the dispatcher's automatic routing holds and x is
+    ``[M, K]`` with ``M <= QUANTIZED_LINEAR_KERNEL_MAX_ROWS``, it calls the block kernel the routing
+    picks for the weight's device, with the weight's and bias's views and the mode's code made once
+    (the C++ kernel still checks x, out and the bias against them, raising ValueError naming the
+    argument). Every other call goes through ``quantized_linear``. ``bias`` is in the dtype of the x
+    the handle is for; a ``qweight.data`` or bias replaced afterwards is seen by its data pointer.
+    """
+
+    __slots__ = ("qweight", "bias", "quantize_input", "_kernel", "_views", "_pointers", "_max_rows")
+
+    def __init__(self, qweight: QuantizedTensor, bias: torch.Tensor | None = None,
+                 quantize_input: str | bool | None = None):
+        self.qweight, self.bias = _check_qweight(qweight, qweight.device), bias
+        self.quantize_input = input_mode(quantize_input)
+        self._max_rows = _dispatch.op("quantized_linear").kernel_max_rows
+        # Resolved on the first call the automatic route may give the kernel (never while tracing).
+        self._kernel = self._views = self._pointers = None
+
+    def _resolve(self) -> None:
+        q, b = self.qweight, self.bias
+        self._kernel, self._views = None, None
+        self._pointers = (q.data.data_ptr(), None if b is None else b.data_ptr())
+        # By name, not the module's _quantized_linear: tests replace that one.
+        if _dispatch.op("quantized_linear").automatic_backend(q.device) != "cpu":
+            return
+        self._kernel = _native.cpu_module().quantized_linear
+        self._views = (view(q.data), q.qtype, optional_view(b), INPUT_MODES[self.quantize_input])
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [M, K]`` (or ``[..., K]``) -> ``[M, N]`` in x's dtype, written into ``out`` when given."""
+        if x.dim() == 2 and x.shape[0] <= self._max_rows and _dispatch.automatic():
+            b = self.bias
+            if (self.qweight.data.data_ptr(), None if b is None else b.data_ptr()) != self._pointers:
+                self._resolve()
+            if self._kernel is not None:
+                if out is None:
+                    out = torch.empty(x.shape[0], self.qweight.shape[0], dtype=x.dtype)
+                self._kernel(view(out), view(x), *self._views)
+                return out
+        return quantized_linear(x, self.qweight, self.bias, out=out, quantize_input=self.quantize_input)
 
 
 def quantized_embedding(ids: torch.Tensor, qweight: QuantizedTensor, dtype: torch.dtype = torch.float32, *,
@@ -279,10 +320,37 @@ def quantized_embedding(ids: torch.Tensor, qweight: QuantizedTensor, dtype: torc
     return out
 
 
-def quantized_embedding_cpu_unchecked(ids1: torch.Tensor, qweight: QuantizedTensor, out2: torch.Tensor) -> None:
-    """The CPU kernel without Python-side validation: ``ids1 [T]``, ``out2 [T, hidden]``; the kernel
-    checks shapes and dtypes and that every id is in range (ValueError) before writing."""
-    _native.cpu_module().quantized_embedding(view(out2), view(ids1), view(qweight.data), qweight.qtype)
+class QuantizedEmbeddingHandle:
+    """``quantized_embedding`` over one table, resolved once (``layers.QuantizedEmbedding``'s call):
+    ``handle(ids, dtype, out=None)`` returns what ``quantized_embedding(ids, qweight, dtype, out=out)``
+    does; while the automatic routing holds and ids are 1-D, the kernel runs with the table's view
+    made once (it checks every id is in range, and shapes and dtypes, before writing: ValueError)."""
+
+    __slots__ = ("qweight", "_kernel", "_views", "_pointer")
+
+    def __init__(self, qweight: QuantizedTensor):
+        self.qweight = _check_qweight(qweight, qweight.device)
+        self._kernel = self._views = self._pointer = None  # resolved on the first automatic call
+
+    def _resolve(self) -> None:
+        q = self.qweight
+        self._pointer = q.data.data_ptr()
+        self._kernel, self._views = None, None
+        if _dispatch.op("quantized_embedding").automatic_backend(q.device) == "cpu":
+            self._kernel = _native.cpu_module().quantized_embedding
+            self._views = (view(q.data), q.qtype)
+
+    def __call__(self, ids: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+        if ids.dim() == 1 and _dispatch.automatic():
+            if self.qweight.data.data_ptr() != self._pointer:
+                self._resolve()
+            if self._kernel is not None:
+                if out is None:
+                    out = torch.empty(ids.shape[0], self.qweight.shape[1], dtype=dtype)
+                data, qtype = self._views
+                self._kernel(view(out), view(ids), data, qtype)
+                return out
+        return quantized_embedding(ids, self.qweight, dtype, out=out)
 
 
 # Backends. Each takes validated arguments.
@@ -291,7 +359,10 @@ def _quantized_linear_ref(x, qweight, bias, out, quantize_input):
     out.copy_(quantized_linear_reference(x, qweight, bias, quantize_input))
 
 
-_quantized_linear.register("cpu", quantized_linear_cpu_unchecked)
+@_quantized_linear.register("cpu")
+def _quantized_linear_cpu(x, qweight, bias, out, quantize_input):
+    _native.cpu_module().quantized_linear(view(out), view(x), view(qweight.data), qweight.qtype, optional_view(bias),
+                                          input_mode_code(quantize_input))
 
 
 @_quantized_embedding.register("reference")
@@ -299,5 +370,7 @@ def _quantized_embedding_ref(ids, qweight, out):
     out.copy_(quantized_embedding_reference(ids, qweight, out.dtype))
 
 
-_quantized_embedding.register("cpu", quantized_embedding_cpu_unchecked)
+@_quantized_embedding.register("cpu")
+def _quantized_embedding_cpu(ids, qweight, out):
+    _native.cpu_module().quantized_embedding(view(out), view(ids), view(qweight.data), qweight.qtype)
 # No Triton / CUDA kernels yet: on GPUs the ops run the reference (dequantize, then matmul).

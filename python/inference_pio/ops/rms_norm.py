@@ -48,10 +48,9 @@ def _check_eps(eps: object) -> float:
     return float(eps)
 
 
+@_dispatch.traced_as_custom_op("rms_norm")
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """RMSNorm of ``x [..., hidden]`` scaled by ``weight [hidden]``; returns ``out`` (new unless given)."""
-    if torch.compiler.is_compiling():
-        return torch.ops.inference_pio.rms_norm(x, weight, eps)
     check_tensor("x", x, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
     if x.dim() == 0:
         raise ValueError("x must have at least 1 dimension, got a scalar")
@@ -63,12 +62,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *, out: t
     return out
 
 
+@_dispatch.traced_as_custom_op("fused_add_rms_norm")
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> None:
     """In place: ``residual += x``; ``x = rms_norm(residual, weight, eps)``. Both ``[..., hidden]``;
     neither may share memory with itself (stride-0 rows), the other or ``weight`` (ValueError)."""
-    if torch.compiler.is_compiling():
-        torch.ops.inference_pio.fused_add_rms_norm(x, residual, weight, eps)
-        return
     check_tensor("x", x, dtypes=FLOAT_DTYPES, last_dim_contiguous=True)
     if x.dim() == 0:
         raise ValueError("x must have at least 1 dimension, got a scalar")

@@ -82,6 +82,7 @@ def _heads_3d(name: str, t: torch.Tensor, tokens: int | None, head_dim: int) -> 
     return t
 
 
+@_dispatch.traced_as_custom_op("rotary_embedding")
 def rotary_embedding(
     positions: torch.Tensor,
     query: torch.Tensor,
@@ -99,9 +100,6 @@ def rotary_embedding(
     query and key must not share elements with themselves (stride-0 tokens), each other or the
     other arguments (ValueError).
     """
-    if torch.compiler.is_compiling():
-        torch.ops.inference_pio.rotary_embedding(positions, query, key, head_dim, cos_sin_cache, is_neox)
-        return
     check_positive_int("head_dim", head_dim)
     if not isinstance(is_neox, bool):
         raise TypeError(f"is_neox must be a bool, got {type(is_neox).__name__}")
