@@ -131,9 +131,9 @@ def test_prefill_sized_input(dtype, mode):
 @cpu_only
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-def test_large_m_routes_through_dequantized_tiles(monkeypatch, dtype, bias):
-    # M = 40 > SMALL_M_MAX, nothing forced: tiles of 7 weight rows (33 = 4 full tiles and a partial
-    # one) dequantized into x's dtype and torch's matmul; the block kernel never runs.
+def test_large_m_exact_mode_routes_through_dequantized_tiles(monkeypatch, dtype, bias):
+    # M = 40 > SMALL_M_MAX, exact mode, nothing forced: tiles of 7 weight rows (33 = 4 full tiles and a
+    # partial one) dequantized into x's dtype and torch's matmul; the block kernel never runs.
     assert 40 > ql.SMALL_M_MAX
     monkeypatch.setattr(ql, "DEQUANT_TILE_BYTES", 7 * 96 * torch.empty(0, dtype=dtype).element_size())
     monkeypatch.setattr(ql, "_quantized_linear", lambda *a: pytest.fail("the block kernel ran for M > SMALL_M_MAX"))
@@ -141,11 +141,22 @@ def test_large_m_routes_through_dequantized_tiles(monkeypatch, dtype, bias):
     x = randn(40, 96, dtype=dtype, device="cpu")
     b = randn(33, dtype=dtype, device="cpu") if bias else None
     out = poisoned_like(torch.empty(4, 10, 33, dtype=dtype))
-    assert ops.quantized_linear(x.view(4, 10, 96), qw, b, out=out, quantize_input="int8") is out
+    assert ops.quantized_linear(x.view(4, 10, 96), qw, b, out=out, quantize_input="none") is out
     # The weight is rounded to x's dtype on this route, as a dense checkpoint in that dtype would be.
     w = qw.dequantize(torch.float64).to(dtype).double()
     expected = x.double() @ w.T + (0 if b is None else b.double())
     assert_close(out.view(40, 33), expected, dtype)
+
+
+@cpu_only
+@pytest.mark.parametrize("mode", ["int16", "int8"])
+def test_large_m_integer_modes_run_the_kernel(monkeypatch, mode):
+    # The integer modes keep the C++ kernel at every M (its GEMM from 10 rows beats the tiles).
+    monkeypatch.setattr(ql, "quantized_linear_through_tiles", lambda *a: pytest.fail("the tiles ran"))
+    qw = random_qweight(QTYPES[2], 33, 96, seed=4)
+    x = randn(40, 96, device="cpu")
+    out = ops.quantized_linear(x, qw, quantize_input=mode)
+    assert_mode_result(out, x, qw, None, mode, torch.float32, TOLERANCES)
 
 
 @cpu_only

@@ -28,7 +28,9 @@
 //
 // Work is split over output rows (each thread streams its own slice of the weight). A weight
 // block is unpacked once and used for up to kMR input rows; for large M (prefill) input rows and
-// weight rows are blocked for L1 and L2 (see over_output).
+// weight rows are blocked for L1 and L2 (see over_output). From kGemmMinRows rows the int16 and
+// int8 modes run the register-tiled integer GEMM instead (quantized_gemm.h): batches and prompts
+// are compute-bound.
 #include <algorithm>
 #include <atomic>
 #include <cmath>

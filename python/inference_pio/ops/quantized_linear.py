@@ -31,7 +31,9 @@ weight once. Prefill is compute-bound, and torch's blocked GEMM (AMX / AVX-512 t
 outruns any block kernel there, so for more rows the op dequantizes tiles of weight rows (the
 embedding kernel, ``DEQUANT_TILE_BYTES`` at a time, never the whole matrix) and multiplies them
 with torch's matmul in x's dtype: exact products for float32 x, bf16/fp16 weights for bf16/fp16 x
-(rounded as a dense bf16/fp16 checkpoint would be), whatever ``quantize_input`` says. A forced
+(rounded as a dense bf16/fp16 checkpoint would be). That route is the exact mode's (``"none"``) only:
+the integer modes keep the C++ kernel at every M, whose integer GEMM (from 10 rows,
+csrc/kernels/cpu/quantized_gemm.h) outruns the tiles there (batch decode and prompts). A forced
 backend (``use_backend``) bypasses the routing, so the kernel is tested at every M. Layers call
 ``QuantizedLinearHandle`` / ``QuantizedEmbeddingHandle``, fetched once (the same results as the ops).
 
@@ -191,7 +193,8 @@ def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tens
     x2 = rows_2d("x", x)
     out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
     quantize_input = input_mode(quantize_input)
-    if _dispatch.takes_torch_route("quantized_linear", x.device, x2.shape[0]):
+    # The integer modes stay on the kernel at every M (its GEMM beats the tiles from 10 rows); exact products take the tiles.
+    if quantize_input == "none" and _dispatch.takes_torch_route("quantized_linear", x.device, x2.shape[0]):
         quantized_linear_through_tiles(x2, qweight, bias, out2)
     else:
         _quantized_linear(x.device, x2, qweight, bias, out2, quantize_input)
