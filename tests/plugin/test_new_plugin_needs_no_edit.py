@@ -104,6 +104,8 @@ def test_the_families_come_from_the_manifests(new_plugins):
     assert {"llama", "qwen", "bert", "gecko", "heron-lab"} <= set(families)
     assert families["gecko"].plugins == ("Gecko",) and families["gecko"].model_types == ("gecko",)
     assert families["heron-lab"].generates and not families["gecko"].generates
+    assert installed_manager().family_for_config({"model_type": "gecko"}) == families["gecko"]
+    assert installed_manager().family_for_config({"architectures": ["HeronForCausalLM"]}).title == "Heron Lab"
 
     assert ModelType("gecko") is ModelType.GECKO and ModelType.GECKO.value == "gecko"
     assert ModelType("heron-lab") is ModelType.HERON_LAB
