@@ -312,7 +312,9 @@ class DecoderPlan {
 PIO_CPU_BINDINGS(decoder_plan) {
   namespace py = pybind11;
   using namespace pio::cpu;
-  py::class_<PlanWeight>(m, "PlanWeight", "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
+  // module_local: each ISA's module (_cpu_avx2, _cpu_avx512, ...) registers its own copy of these
+  // classes; pybind11's shared registry would refuse the second one ("already registered").
+  py::class_<PlanWeight>(m, "PlanWeight", py::module_local(), "A projection weight [N, K] for DecoderPlan (a view: keep the tensors alive)")
       .def_static("dense", &PlanWeight::dense, py::arg("weight"), py::arg("bias") = py::none(),
                   "weight [N, K] contiguous in the activation dtype, bias [N] or None")
       .def_static("quantized", &PlanWeight::quantized, py::arg("blocks"), py::arg("qtype"), py::arg("cols"),
@@ -322,7 +324,7 @@ PIO_CPU_BINDINGS(decoder_plan) {
       .def_static("concat", &PlanWeight::concat, py::arg("parts"),
                   "the weights' output rows one after another (a fused projection kept in parts)")
       .def_property_readonly("shape", [](const PlanWeight& w) { return py::make_tuple(w.rows(), w.cols()); });
-  py::class_<PlanLayer>(m, "PlanLayer", "One decoder layer's weights and attention settings for DecoderPlan")
+  py::class_<PlanLayer>(m, "PlanLayer", py::module_local(), "One decoder layer's weights and attention settings for DecoderPlan")
       .def(py::init([](const pio::TensorView& input_norm, double input_eps, PlanWeight qkv, PlanWeight o_proj,
                        const pio::TensorView& post_norm, double post_eps, PlanWeight gate_up, PlanWeight down,
                        double scale, std::optional<int64_t> sliding_window, std::optional<pio::TensorView> q_norm,
@@ -335,7 +337,7 @@ PIO_CPU_BINDINGS(decoder_plan) {
            py::arg("q_norm") = py::none(), py::arg("k_norm") = py::none(), py::arg("qk_norm_eps") = 1e-6,
            "q_norm / k_norm: optional per-head RMSNorm weights [head_dim] applied to each q / k head after the "
            "qkv projection and before RoPE (Qwen3), both with eps qk_norm_eps");
-  py::class_<DecoderPlan>(m, "DecoderPlan",
+  py::class_<DecoderPlan>(m, "DecoderPlan", py::module_local(),
                           "A Llama-family decode step in C++ (see csrc/decoder/decoder_plan.cpp); "
                           "holds views: the caller keeps every tensor alive")
       .def(py::init<int, int64_t, int64_t, int64_t, bool, PlanWeight, std::vector<PlanLayer>,

@@ -209,8 +209,7 @@ def fused_decode_step(model: nn.Module, input_ids: torch.Tensor, positions: torc
                       key_caches, value_caches) -> torch.Tensor | None:
     """The step's logits through ``model``'s ``FusedDecoder`` (built on first use), or None when the
     fused path does not apply and the caller runs its per-op forward."""
-    if not (meta.is_decode and input_ids.device.type == "cpu" and fused_decode_enabled()
-            and not torch.compiler.is_compiling() and _dispatch.forced_backend() in (None, "cpu")):
+    if not (meta.is_decode and fused_decode_enabled() and _dispatch.cpu_kernels_may_run(input_ids.device)):
         return None
     decoder = _decoders.get(model)
     if decoder is None:
