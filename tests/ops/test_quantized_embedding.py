@@ -134,17 +134,21 @@ def test_quantized_linear_layer(backend, qtype):
     assert _dense_copies(layer, 24 * k) == []
 
 
+@pytest.mark.parametrize("mode", ["none", "int16"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_quantized_linear_layer_prefill_rows(dtype):
-    # More rows than the block kernel takes: the layer's tile route, its workspace reused across calls.
+def test_quantized_linear_layer_prefill_rows(dtype, mode):
+    # More rows than the batch-1 kernel takes: exact products go through the tile route, the integer
+    # modes through the kernel's integer GEMM; buffers reused across calls, no dense copy of the weight.
     qw = random_qweight(QTYPES[1], 40, 64, seed=6)
     layer = QuantizedLinear(qw)
-    w = dequantized64(qw).to(dtype).double()
+    layer.quantize_input = mode
+    w = dequantized64(qw).to(dtype).double() if mode == "none" else dequantized64(qw)
     for m in (48, 48, 20):
         x = randn(m, 64, dtype=dtype, device="cpu")
         out = poisoned_like(torch.empty(m, 40, dtype=dtype))
         assert layer(x, out=out) is out
-        assert_close(out, x.double() @ w.T, dtype, TOLERANCES)
+        xs = x.double() if mode == "none" else ql.quantize_input_reference(x, mode)
+        assert_close(out, xs @ w.T, dtype, TOLERANCES)
     assert _dense_copies(layer, 40 * 64) == []
 
 

@@ -117,10 +117,13 @@ def traced_as_custom_op(name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def takes_torch_route(op_name: str, device: torch.device, rows: int) -> bool:
+def takes_torch_route(op_name: str, device: torch.device, rows: int, *, integer_inputs: bool = False) -> bool:
     """Whether op ``op_name``'s call with ``rows`` rows on ``device`` goes to torch's own
-    implementation instead of a backend (see ``Op.set_torch_route``)."""
-    return _OPS[op_name].takes_torch_route(device, rows)
+    implementation instead of a backend (see ``Op.set_torch_route``). ``integer_inputs``:
+    quantized_linear with int16 / int8 activations, whose kernel switches to an integer GEMM for
+    many rows (csrc/kernels/cpu/quantized_gemm.h) that outruns dequantized tiles + torch's matmul at
+    every M: the row count never sends it to torch."""
+    return _OPS[op_name].takes_torch_route(device, rows, integer_inputs)
 
 
 @functools.cache
@@ -222,7 +225,7 @@ class Op:
         self.kernel_max_rows = kernel_max_rows
         self._torch_route_needs = needs
 
-    def takes_torch_route(self, device: torch.device, rows: int) -> bool:
+    def takes_torch_route(self, device: torch.device, rows: int, integer_inputs: bool = False) -> bool:
         if self.kernel_max_rows is None:
             return False
         forced = forced_backend()
@@ -230,7 +233,7 @@ class Op:
             return False
         if self._torch_route_needs is not None and backend_runs_on(self._torch_route_needs, device) is not None:
             return False
-        return (forced is not None or rows > self.kernel_max_rows
+        return (forced is not None or (rows > self.kernel_max_rows and not integer_inputs)
                 or self.automatic_backend(device) in (None, "reference"))
 
     def automatic_backend(self, device: torch.device) -> str | None:

@@ -193,8 +193,7 @@ def quantized_linear(x: torch.Tensor, qweight: QuantizedTensor, bias: torch.Tens
     x2 = rows_2d("x", x)
     out2 = out if out.dim() == 2 else out.view(x2.shape[0], n)
     quantize_input = input_mode(quantize_input)
-    # The integer modes stay on the kernel at every M (its GEMM beats the tiles from 10 rows); exact products take the tiles.
-    if quantize_input == "none" and _dispatch.takes_torch_route("quantized_linear", x.device, x2.shape[0]):
+    if _dispatch.takes_torch_route("quantized_linear", x.device, x2.shape[0], integer_inputs=quantize_input != "none"):
         quantized_linear_through_tiles(x2, qweight, bias, out2)
     else:
         _quantized_linear(x.device, x2, qweight, bias, out2, quantize_input)
