@@ -17,11 +17,8 @@ from inference_pio.plugin.decoder_config import DecoderConfig
 class LlamaConfig(DecoderConfig):
     """Llama / TinyLlama / DeepSeek-Coder (Llama architecture) hyper-parameters (see ``DecoderConfig``)."""
 
-    model_types: ClassVar[tuple[str, ...]] = ("llama",)
-    architectures: ClassVar[tuple[str, ...]] = ("LlamaForCausalLM",)
     default_model_type: ClassVar[str | None] = "llama"
     gguf_architectures: ClassVar[tuple[str, ...]] = ("llama",)
-    family_name: ClassVar[str] = "Llama"
 
     @property
     def family(self) -> str:

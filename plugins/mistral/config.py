@@ -20,11 +20,8 @@ class MistralConfig(DecoderConfig):
 
     sliding_window: int | None = 4096
 
-    model_types: ClassVar[tuple[str, ...]] = ("mistral",)
-    architectures: ClassVar[tuple[str, ...]] = ("MistralForCausalLM",)
     # llama.cpp converts Mistral checkpoints to the "llama" GGUF architecture: the Llama plugin serves them.
     gguf_architectures: ClassVar[tuple[str, ...]] = ()
-    family_name: ClassVar[str] = "Mistral"
 
     def __post_init__(self) -> None:
         super().__post_init__()

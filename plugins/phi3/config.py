@@ -48,10 +48,7 @@ class Phi3Config(DecoderConfig):
     bos_token_id: int | None = 1
     eos_token_id: int | list | None = 32000
 
-    model_types: ClassVar[tuple[str, ...]] = ("phi3",)
-    architectures: ClassVar[tuple[str, ...]] = ("Phi3ForCausalLM",)
     weight_layout: ClassVar[DecoderWeights] = PHI3_WEIGHTS
-    family_name: ClassVar[str] = "Phi"
 
     def __post_init__(self) -> None:
         super().__post_init__()

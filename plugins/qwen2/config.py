@@ -29,11 +29,8 @@ class Qwen2Config(DecoderConfig):
     max_window_layers: int = 28
     layer_types: list | None = None
 
-    model_types: ClassVar[tuple[str, ...]] = ("qwen2",)
-    architectures: ClassVar[tuple[str, ...]] = ("Qwen2ForCausalLM",)
     # llama.cpp writes Qwen2 GGUFs without the Q/K row permutation the Llama GGUF loader undoes: not read yet.
     gguf_architectures: ClassVar[tuple[str, ...]] = ()
-    family_name: ClassVar[str] = "Qwen"
 
     def __post_init__(self) -> None:
         super().__post_init__()

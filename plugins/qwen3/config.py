@@ -31,10 +31,7 @@ class Qwen3Config(DecoderConfig):
     max_window_layers: int = 28
     layer_types: list | None = None
 
-    model_types: ClassVar[tuple[str, ...]] = ("qwen3",)
-    architectures: ClassVar[tuple[str, ...]] = ("Qwen3ForCausalLM",)
     qk_norm: ClassVar[bool] = True
-    family_name: ClassVar[str] = "Qwen"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -5,6 +5,7 @@ every Llama-family plugin."""
 from __future__ import annotations
 
 import ast
+import inspect
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from inference_pio.plugin import ModelPluginMetadata, PluginType
 from inference_pio.plugin.decoder_config import DecoderConfig
 from inference_pio.plugin.decoder_plugin import DecoderPlugin
 from inference_pio.plugins.llama import Llama_Plugin
+from inference_pio.plugins.llama.config import LlamaConfig
 from inference_pio.plugins.mistral import Mistral_Plugin
 from inference_pio.plugins.qwen2 import Qwen2_Plugin
 from tests.llama.checkpoints import (hf_greedy, hf_logits, hf_model, load_plugin, random_tokens, teacher_forced_logits,
@@ -81,13 +83,35 @@ def decoder_plugin_classes():
 
 def test_decoder_configs_read_what_their_manifests_route_to_them():
     checked = decoder_plugin_classes()
-    assert {name for name, _, _ in checked} >= {"llama", "mistral", "qwen2"}
+    assert {name for name, _, _ in checked} >= {"llama", "mistral", "qwen2", "qwen3", "phi3"}
     for name, manifest, plugin_class in checked:
         cfg = plugin_class.config_class
         assert list(cfg.model_types) == manifest["model_types"], name
         assert list(cfg.architectures) == manifest["architectures"], name
         assert cfg.family_name == manifest["model_family"], name
         assert plugin_class().metadata.name == manifest["name"], name  # metadata is the manifest's
+        tree = ast.parse(Path(inspect.getfile(cfg)).read_text())
+        assigned = {node.target.id for node in ast.walk(tree)
+                    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+        repeated = assigned & {"model_types", "architectures", "family_name"}  # the manifest is the only source
+        assert not repeated, f"{name}/config.py repeats {sorted(repeated)}, which its manifest holds"
+
+
+def test_a_config_takes_routing_and_family_from_the_manifest_beside_it(tmp_path, monkeypatch):
+    folder = tmp_path / "plug_gecko"
+    folder.mkdir()
+    manifest = json.loads((Path(inspect.getfile(LlamaConfig)).with_name("plugin_manifest.json")).read_text())
+    manifest.update(name="Gecko", model_family="Gecko", model_types=["gecko"], architectures=["GeckoForCausalLM"])
+    (folder / "plugin_manifest.json").write_text(json.dumps(manifest))
+    (folder / "gecko_config.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from inference_pio.plugin.decoder_config import DecoderConfig\n\n"
+        "@dataclass(kw_only=True)\nclass GeckoConfig(DecoderConfig):\n    pass\n")
+    monkeypatch.syspath_prepend(str(folder))
+    from gecko_config import GeckoConfig
+
+    assert (GeckoConfig.model_types, GeckoConfig.architectures, GeckoConfig.family_name) == (
+        ("gecko",), ("GeckoForCausalLM",), "Gecko")
 
 
 # ----- q/k RMSNorm (Qwen3's switch), through a plugin that is only a config -----

@@ -1,13 +1,15 @@
 """``DecoderConfig``: the fields and switches of the shared Llama-family decoder (``layers/decoder.py``).
 
-A family's config derives from it and sets what differs: which ``model_type`` / ``architectures``
-it reads, its defaults, and the switches (``qkv_bias``, ``o_bias``, ``qk_norm``,
+A family's config derives from it and sets what differs: its defaults and the switches (``qkv_bias``, ``o_bias``, ``qk_norm``,
 ``layer_sliding_windows``, ``rotary_dim``, ``weight_layout``). Field names are transformers'
-``config.json`` keys.
+``config.json`` keys. Which ``model_type`` / ``architectures`` a config reads and the family it
+reports come from the ``plugin_manifest.json`` beside the config's module (the manifest is their only
+source; a config defined outside a plugin folder keeps what its class says).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from ..layers.rope_parameters import rope_theta_and_scaling
 from ..messages import shorten
 from .config import BaseConfig, config_errors_named
 from .errors import ConfigError
+from .manifest import MANIFEST_FILENAME, load_manifest
 
 
 @dataclass(kw_only=True)
@@ -62,6 +65,15 @@ class DecoderConfig(BaseConfig):
     qk_norm: ClassVar[bool] = False
     #: The family name reported in the plugin's metadata (the manifest's ``model_family``).
     family_name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        manifest_path = Path(inspect.getfile(cls)).with_name(MANIFEST_FILENAME)
+        if manifest_path.is_file():  # a plugin's config: routing and family are the manifest's
+            manifest = load_manifest(manifest_path)
+            cls.model_types = tuple(manifest.model_types)
+            cls.architectures = tuple(manifest.architectures)
+            cls.family_name = manifest.model_family
 
     def __post_init__(self) -> None:
         super().__post_init__()
