@@ -149,6 +149,7 @@ def tensor_parallel_model(model_class, cfg, rank: int, world_size: int, device: 
                               f"missing {missing}, unexpected {unexpected}")
     for p in model.parameters():
         p.requires_grad_(False)
+    model.fused_decode = False  # the fused C++ step is single-process: ranks decode per op, all-reducing
     return model.eval()
 
 
