@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import MissingExtraError
 from .request_checks import FieldError
 
 
@@ -60,6 +61,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(MissingExtraError)
+    async def _missing_extra(request: Request, exc: MissingExtraError):
+        # The request is fine; this installation lacks the feature (e.g. response_format without xgrammar).
+        return error_response(501, str(exc), "server_error", code="missing_extra")
 
     @app.exception_handler(Exception)
     async def _unforeseen(request: Request, exc: Exception):
