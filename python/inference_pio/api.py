@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .engine.sampler import SamplingParams
+from .engine.openmp_pool import release_openmp_pool
 from .engine.warmup import warm_up
 from .plugin import CheckpointPlugin, PluginManager, TextModelPluginInterface
 from .plugin.config import dtype_name
@@ -135,7 +136,12 @@ class Model:
 
     def embed(self, texts: str | Sequence[str], **options: Any):
         """Sentence embeddings ``[n, dim]`` (float32) from an embedding model's plugin."""
-        return self._embedder().embed([texts] if isinstance(texts, str) else list(texts), **options)
+        try:
+            return self._embedder().embed([texts] if isinstance(texts, str) else list(texts), **options)
+        finally:
+            # Servers embed on worker threads that outlive the call: a pool left there would put the
+            # OpenMP runtime in its oversubscribed mode for the generation engine (engine/openmp_pool.py).
+            release_openmp_pool()
 
     def async_engine(self):
         """The model's :class:`~inference_pio.engine.async_engine.AsyncEngine` (one per model, started lazily):
@@ -208,4 +214,5 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str = "aut
     model = Model(plugin)
     if model.can_generate:  # the first request at steady speed: weights paged in, buffers built
         warm_up(model.engine)
+    release_openmp_pool()  # loading is done on this thread (engine/openmp_pool.py: one live pool)
     return model

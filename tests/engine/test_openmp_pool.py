@@ -54,6 +54,15 @@ SCRIPT = textwrap.dedent("""
     while workers() != after_load and time.monotonic() < deadline:
         time.sleep(0.05)  # the engine thread releases its pool when it goes idle
     check(workers() == after_load, f"the idle async engine kept {workers() - after_load} workers")
+
+    if len(sys.argv) > 2:  # an embedding model, embedding on a worker thread that outlives the call (a server's)
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1) as pool:
+            encoder = pool.submit(inference_pio.load, sys.argv[2]).result()
+            check(workers() == after_load, f"loading on a worker thread left {workers() - after_load} workers")
+            vectors = pool.submit(encoder.embed, ["a sentence " * 40] * 8).result()
+            check(tuple(vectors.shape)[0] == 8, "the embedding model returned no vectors")
+            check(workers() == after_load, f"embedding left {workers() - after_load} workers on its thread")
     print("OK", flush=True)
 """)
 
@@ -64,7 +73,12 @@ def test_each_thread_releases_its_openmp_pool_after_engine_work():
         path = default_model_path()
     except DefaultModelMissingError as exc:
         pytest.skip(f"needs the default model: {exc}")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}  # a pool has a worker even on a 1-CPU machine
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True, timeout=300,
+    env = {**os.environ, "OMP_NUM_THREADS": "2",  # a pool has a worker even on a 1-CPU machine
+           "TOKENIZERS_PARALLELISM": "false"}  # no Rust worker threads to tell apart from OpenMP ones
+    from tests.server.serving import minilm_folder
+
+    encoder = minilm_folder()  # the embedding checks need all-MiniLM-L6-v2 (installed with the tests)
+    args = [str(path)] + ([str(encoder)] if encoder is not None else [])
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True, text=True, timeout=300,
                             env=env)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
