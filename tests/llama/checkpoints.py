@@ -134,6 +134,21 @@ def assert_greedy_parity(hf, plugin, prompt: list[int], new_tokens: int = 64) ->
     assert seq.finish_reason == "length"
 
 
+def assert_refused_without(plugin_class, folder: Path, tensor: str) -> None:
+    """Deletes ``tensor`` from ``folder``'s model.safetensors: the plugin must refuse it by name."""
+    from safetensors.torch import load_file, save_file
+
+    from inference_pio.weights import WeightLoadError
+
+    state = load_file(folder / "model.safetensors")
+    del state[tensor]
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    plugin = plugin_class()
+    assert not plugin.initialize(model_path=folder)
+    assert isinstance(plugin.init_error, WeightLoadError)
+    assert tensor in str(plugin.init_error)
+
+
 def load_as_a_user(folder, plugin_name: str):
     """``inference_pio.load(folder)`` picks ``plugin_name`` from config.json and generates; returns the plugin."""
     import inference_pio

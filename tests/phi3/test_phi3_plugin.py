@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 from inference_pio.plugin import ConfigError, PluginManager
 from inference_pio.plugins.phi3 import Phi3Config, Phi3_Plugin
-from inference_pio.weights import WeightLoadError
-from tests.llama.checkpoints import hf_model, load_as_a_user, write_checkpoint
+from tests.llama.checkpoints import assert_refused_without, hf_model, load_as_a_user, write_checkpoint
 
 # Phi-3-mini-4k-instruct's published config.json (transformers 4.x layout).
 PHI3_MINI_4K = {"architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
@@ -96,10 +94,4 @@ def test_the_manifest_alone_makes_the_plugin_found_and_routed(tmp_path):
 def test_a_checkpoint_without_gate_up_proj_is_refused_by_name(tmp_path):
     hf = hf_model(family="phi3", num_hidden_layers=1, pad_token_id=0, eos_token_id=0)
     folder = write_checkpoint(tmp_path, hf, tokenizer=False)
-    state = load_file(folder / "model.safetensors")
-    del state["model.layers.0.mlp.gate_up_proj.weight"]
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    plugin = Phi3_Plugin()
-    assert not plugin.initialize(model_path=folder)
-    assert isinstance(plugin.init_error, WeightLoadError)
-    assert "model.layers.0.mlp.gate_up_proj.weight" in str(plugin.init_error)
+    assert_refused_without(Phi3_Plugin, folder, "model.layers.0.mlp.gate_up_proj.weight")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file, save_file
 
 import inference_pio
 from inference_pio.plugin import ConfigError, PluginManager
 from inference_pio.plugins.qwen2 import Qwen2Config, Qwen2_Plugin
-from inference_pio.weights import WeightLoadError
-from tests.llama.checkpoints import hf_model, load_as_a_user, write_checkpoint
+from tests.llama.checkpoints import assert_refused_without, hf_model, load_as_a_user, write_checkpoint
 
 # Qwen2.5-0.5B-Instruct's published config.json (transformers 4.x layout: top-level rope_theta).
 QWEN25_05B = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "bos_token_id": 151643,
@@ -53,13 +51,7 @@ def test_manager_routes_a_qwen2_checkpoint_to_this_plugin(tmp_path):
 
 def test_a_checkpoint_without_qkv_biases_is_refused_by_name(tmp_path):
     folder = write_checkpoint(tmp_path, hf_model(family="qwen2", num_hidden_layers=1), tokenizer=False)
-    state = load_file(folder / "model.safetensors")
-    del state["model.layers.0.self_attn.k_proj.bias"]
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    plugin = Qwen2_Plugin()
-    assert not plugin.initialize(model_path=folder)
-    assert isinstance(plugin.init_error, WeightLoadError)
-    assert "model.layers.0.self_attn.k_proj.bias" in str(plugin.init_error)
+    assert_refused_without(Qwen2_Plugin, folder, "model.layers.0.self_attn.k_proj.bias")
 
 
 def test_a_qwen2_gguf_is_refused_by_name(tmp_path):

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 from inference_pio.plugin import ConfigError, PluginManager
 from inference_pio.plugins.qwen3 import Qwen3Config, Qwen3_Plugin
-from inference_pio.weights import WeightLoadError
-from tests.llama.checkpoints import hf_model, load_as_a_user, write_checkpoint
+from tests.llama.checkpoints import assert_refused_without, hf_model, load_as_a_user, write_checkpoint
 
 # Qwen3-0.6B's published config.json (transformers 4.x layout: top-level rope_theta).
 QWEN3_06B = {"architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
@@ -66,10 +64,4 @@ def test_the_manifest_alone_makes_the_plugin_found_and_routed(tmp_path):
 
 def test_a_checkpoint_without_a_k_norm_is_refused_by_name(tmp_path):
     folder = write_checkpoint(tmp_path, hf_model(family="qwen3", num_hidden_layers=1, head_dim=32), tokenizer=False)
-    state = load_file(folder / "model.safetensors")
-    del state["model.layers.0.self_attn.k_norm.weight"]
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    plugin = Qwen3_Plugin()
-    assert not plugin.initialize(model_path=folder)
-    assert isinstance(plugin.init_error, WeightLoadError)
-    assert "model.layers.0.self_attn.k_norm.weight" in str(plugin.init_error)
+    assert_refused_without(Qwen3_Plugin, folder, "model.layers.0.self_attn.k_norm.weight")
