@@ -80,6 +80,18 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; machines of the same kind differ), else what platform says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        name = None
+    return name or platform.processor() or platform.machine() or "unknown CPU"
+
+
 def machine_header(results: dict) -> list[str]:
     """Markdown lines describing where the numbers were taken."""
     machine = results.get("machine_info") or {}

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import socket
 import statistics
@@ -36,6 +35,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.report import cpu_model_name  # noqa: E402
 from benchmarks.server.load_test import run as load  # noqa: E402
 
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     load_avg = os.getloadavg()[0]
     out = measure(args, ReplicaSpec(args.model, "bench", options))
     meta = {"model": Path(args.model).name, "date": time.strftime("%Y-%m-%d"),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load": f"{load_avg:.1f}",
+            "cpu": cpu_model_name(), "cores": os.cpu_count(), "load": f"{load_avg:.1f}",
             "args": vars(args) | {"out": str(args.out)}}
     png = args.out.with_suffix(".png").name if args.out else "(no chart: run with --out)"
     text = report(meta, out, png)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -30,6 +29,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.report import cpu_model_name  # noqa: E402
 
 FORMATS = ("safetensors", "Q8_0", "Q4_0")
 VOCAB = 32000
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--hidden must be a multiple of 256 (8 heads whose per-rank width is whole blocks)")
     load_avg = os.getloadavg()[0]
     result = measure(args)
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model_name(),
             "load": f"{load_avg:.1f}", "args": vars(args) | {"out": str(args.out)}}
     png = args.out.with_suffix(".png").name if args.out else "(no chart: run with --out)"
     text = report(meta, result, png)

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from . import llama_bench
-from .bench_smollm2 import _cpu_name, best, decode_bytes, measure_llama_cpp
+from ..report import cpu_model_name
+from .bench_smollm2 import best, decode_bytes, measure_llama_cpp
 from .random_gguf import TINYLLAMA_1_1B, LlamaShape, cached_random_gguf
 
 QUANTIZE_INPUT_ENV = "INFERENCE_PIO_QUANTIZE_INPUT"
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
 
     load = os.getloadavg()[0]
     results, extra = run_all(args)
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu_name() or "unknown CPU", "threads": args.threads,
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model_name(), "threads": args.threads,
             "load": f"{load:.1f}", "copy_gbs": measure_copy_bandwidth_gbs(), "repeats": args.repeats,
             "new_tokens": args.new_tokens, "prompt_tokens": args.prompt_tokens, "batches": args.batches,
             "default_format": default_format(extra["formats"]), "smoke": args.smoke, **extra}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # also run as a script
+from benchmarks.report import cpu_model_name  # noqa: E402
 
 NEW_TOKENS = 128
 PROMPT_TOKENS = 512
@@ -239,24 +241,15 @@ def main(argv: list[str] | None = None) -> None:
             meta["llama_cpp_note"] = f"it failed: {getattr(exc, 'stderr', exc)}"[-300:]
     copy_gbs = measure_copy_bandwidth_gbs()
     model_bytes = decode_bytes(path)
-    meta.update(date=time.strftime("%Y-%m-%d"), cpu=platform.processor() or platform.machine(), threads=args.threads,
+    meta.update(date=time.strftime("%Y-%m-%d"), cpu=cpu_model_name(), threads=args.threads,
                 load=f"{load:.1f}", chat_len=len(chat), repeats=args.repeats, copy_gbs=copy_gbs,
                 model_mb=model_bytes / 1e6, bound_tps=copy_gbs * 1e9 / model_bytes)
-    meta["cpu"] = _cpu_name() or meta["cpu"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = report(results, meta, args.out)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     chart(results, meta["bound_tps"], args.out.with_suffix(".png"), args.threads)
     print(text)
-
-
-def _cpu_name() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from benchmarks.report import cpu_model_name
 from benchmarks.server.load_test import percentile, spawn
 from benchmarks.server.sse_client import stream_post
 
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if model is not None:
             model.close()
     rows = summarize(runs, args.concurrency)
-    meta = {"model": path.name, "date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+    meta = {"model": path.name, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model_name(),
             "cores": os.cpu_count(), "load": f"{load:.1f}", "requests": args.requests, "max_tokens": args.max_tokens,
             "prompt_tokens": prompt_tokens, "max_batch_size": args.max_batch_size, "repeats": args.repeats,
             "threads": args.threads}

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from benchmarks.report import cpu_model_name
 from benchmarks.server.load_test import free_port, wait_until_healthy
 from benchmarks.server.server_vs_engine import ServerSide, write_report
 from benchmarks.server.sse_client import stream_post
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for step_ms in args.step_ms:
         rows.append(measure(step_ms, args))
         print(json.dumps(rows[-1]), flush=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model_name(),
             "cores": os.cpu_count(), "load": f"{load:.1f}", "concurrency": args.concurrency,
             "requests": args.requests, "max_tokens": args.max_tokens, "max_batch_size": args.max_batch_size}
     write_report(args.out, lambda png: markdown(meta, rows, png), {"meta": meta, "rows": rows},
